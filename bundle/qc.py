@@ -1,0 +1,343 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Quality-control pictures of a cranial-cavity mask, like Figure 2 of the paper.
+
+One PNG with three cross sections through the mask's centre of mass (or a given voxel), left to right sagittal,
+coronal and axial, the CT in a brain window (level 40, width 80 HU) and the mask on top:
+
+- without a reference, the mask as a translucent orange fill with a solid contour;
+- with a reference, the agreement overlay: true positives green, false negatives (under-segmentation) red,
+  false positives (over-segmentation) purple.
+
+Title lines give the case name, the intracranial volume in mL (and Dice with a reference), the slices shown and the
+voxel spacing. Panels are drawn at one common scale in millimetres per pixel, so thick-slice data keep their true
+proportions. Input arrays are (X, Y, Z) in RAS order (see the team conventions); the views follow radiological
+display: axial with anterior at the top and the patient's right on the image's left, coronal with superior at the
+top and the patient's right on the left, sagittal with superior at the top and anterior on the left. Letters beside
+each panel name the directions. Gantry-tilted (sheared) grids are shown on their voxel grid, not resliced.
+
+Rendering uses Pillow only (no matplotlib, no global state).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.utils.type_conversion import convert_to_numpy
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+
+from bundle.postprocessing import intracranial_volume_ml
+
+__all__ = ["QC_COLOURS", "QCPanel", "QCPicture", "render_qc", "save_qc_png"]
+
+logger = logging.getLogger(__name__)
+
+#: RGB colours of the overlays.
+QC_COLOURS: dict[str, tuple[int, int, int]] = {
+    "mask": (255, 165, 0),  # orange
+    "tp": (0, 220, 0),  # green: agreement
+    "fn": (255, 0, 0),  # red: under-segmentation
+    "fp": (160, 32, 240),  # purple: over-segmentation
+}
+_VIEWS = ("sagittal", "coronal", "axial")
+# (horizontal, vertical) volume axes of each view and the direction letters (left, right, top, bottom)
+_VIEW_AXES = {"sagittal": (1, 2), "coronal": (0, 2), "axial": (0, 1)}
+_VIEW_LETTERS = {"sagittal": ("A", "P", "S", "I"), "coronal": ("R", "L", "S", "I"), "axial": ("R", "L", "A", "P")}
+_MARGIN = 22  # around each panel, room for the direction letters
+_FONT_SIZE = 15
+
+
+@dataclass
+class QCPanel:
+    """Where one view landed in the picture.
+
+    Attributes:
+        view: "sagittal", "coronal" or "axial".
+        slice_index: the voxel index of the slice along the view's normal axis (X, Y or Z).
+        box: (left, top, width, height) of the panel in picture pixels.
+        mm_per_pixel: the picture's scale, the same for all panels.
+    """
+
+    view: str
+    slice_index: int
+    box: tuple[int, int, int, int]
+    mm_per_pixel: float
+
+
+@dataclass
+class QCPicture:
+    """A rendered QC picture.
+
+    Attributes:
+        rgb: the picture, (height, width, 3) uint8.
+        panels: the three :class:`QCPanel` by view name.
+        centre: the voxel (x, y, z) the slices go through.
+        volume_ml: volume of the mask in mL.
+        dice: Dice against the reference, or None without one.
+        title_lines: the text lines at the top.
+    """
+
+    rgb: np.ndarray
+    panels: dict[str, QCPanel]
+    centre: tuple[int, int, int]
+    volume_ml: float
+    dice: float | None = None
+    title_lines: list[str] = field(default_factory=list)
+
+
+def _volume(array: NdarrayOrTensor, name: str) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu()
+    data = convert_to_numpy(array)
+    if data.ndim == 4 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim != 3:
+        raise ValueError(f"{name} must be (X, Y, Z) or (1, X, Y, Z), got shape {tuple(array.shape)}.")
+    return data
+
+
+def _geometry(
+    image: NdarrayOrTensor, affine_or_spacing: NdarrayOrTensor | Sequence[float] | None
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The 4x4 affine (or spacing-only diagonal) and the voxel spacing."""
+    if affine_or_spacing is None:
+        if not isinstance(image, MetaTensor):
+            raise ValueError("affine_or_spacing is required unless image is a MetaTensor carrying its affine.")
+        affine_or_spacing = image.affine
+    values = np.asarray(convert_to_numpy(affine_or_spacing, wrap_sequence=True), dtype=np.float64)
+    if values.shape == (4, 4):
+        affine = values
+        spacing = np.linalg.norm(values[:3, :3], axis=0)
+    elif values.shape == (3,):
+        spacing = values
+        affine = np.diag([*values.tolist(), 1.0])
+    else:
+        raise ValueError(f"affine_or_spacing must be a 4x4 affine or 3 spacings in mm, got shape {values.shape}.")
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise ValueError(f"affine_or_spacing gives voxel spacings {spacing.tolist()}; they must be positive.")
+    return affine, (float(spacing[0]), float(spacing[1]), float(spacing[2]))
+
+
+def _display(slice2d: np.ndarray) -> np.ndarray:
+    """(horizontal axis, vertical axis) slice of an RAS volume -> radiological display (rows, cols)."""
+    return slice2d.T[::-1, ::-1]
+
+
+def _resample_nearest(array: np.ndarray, out_shape: tuple[int, int], row_mm: float, col_mm: float, scale: float):
+    rows = np.minimum((np.arange(out_shape[0]) + 0.5) * scale / row_mm, array.shape[0] - 1).astype(np.intp)
+    cols = np.minimum((np.arange(out_shape[1]) + 0.5) * scale / col_mm, array.shape[1] - 1).astype(np.intp)
+    return array[np.ix_(rows, cols)]
+
+
+def _blend(rgb: np.ndarray, where: np.ndarray, colour: tuple[int, int, int], alpha: float) -> None:
+    rgb[where] = (1.0 - alpha) * rgb[where] + alpha * np.asarray(colour, dtype=np.float32)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow built without FreeType: fixed bitmap font
+        return ImageFont.load_default()
+
+
+def render_qc(
+    image: NdarrayOrTensor,
+    mask: NdarrayOrTensor,
+    affine_or_spacing: NdarrayOrTensor | Sequence[float] | None = None,
+    reference: NdarrayOrTensor | None = None,
+    point: Sequence[int] | None = None,
+    case_name: str = "",
+    window_level: float = 40.0,
+    window_width: float = 80.0,
+    panel_size: int = 320,
+    alpha: float = 0.4,
+) -> QCPicture:
+    """Render the QC picture in memory.
+
+    Args:
+        image: CT in HU, (X, Y, Z) or (1, X, Y, Z), RAS; numpy, torch or MetaTensor.
+        mask: the binary mask (non-zero = cranial cavity), same shape.
+        affine_or_spacing: 4x4 voxel-to-world affine (mm) or the three spacings in mm; used for the proportions and
+            the volume. Defaults to None: the affine of a MetaTensor ``image``.
+        reference: optional reference mask, same shape; switches to the TP/FN/FP agreement overlay. Defaults to None.
+        point: voxel (x, y, z) the three slices go through. Defaults to None: the centre of mass of the mask (of the
+            reference if the mask is empty; of the volume if both are).
+        case_name: first title line. Defaults to "".
+        window_level: centre of the grey-value window in HU. Defaults to 40.
+        window_width: width of the window in HU. Defaults to 80.
+        panel_size: length in pixels of the largest physical extent of the volume. Defaults to 320.
+        alpha: opacity of the overlay fills, in [0, 1]. Defaults to 0.4.
+
+    Returns:
+        A :class:`QCPicture`.
+
+    Raises:
+        ValueError: on mismatched shapes, a point outside the volume, bad window, size or alpha, or a missing affine.
+
+    Example:
+        >>> pic = render_qc(ct, mask, affine, case_name="case_001")  # doctest: +SKIP
+        >>> pic.rgb.shape  # doctest: +SKIP
+        (436, 1118, 3)
+    """
+    ct = _volume(image, "image").astype(np.float32, copy=False)
+    pred = _volume(mask, "mask") != 0
+    if pred.shape != ct.shape:
+        raise ValueError(f"mask shape {pred.shape} differs from image shape {ct.shape}.")
+    ref = None
+    if reference is not None:
+        ref = _volume(reference, "reference") != 0
+        if ref.shape != ct.shape:
+            raise ValueError(f"reference shape {ref.shape} differs from image shape {ct.shape}.")
+    if not window_width > 0:
+        raise ValueError(f"window_width must be > 0, got {window_width!r}.")
+    if not isinstance(panel_size, (int, np.integer)) or panel_size < 16:
+        raise ValueError(f"panel_size must be an integer >= 16, got {panel_size!r}.")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}.")
+    affine, spacing = _geometry(image, affine_or_spacing)
+
+    if point is None:
+        source = pred if pred.any() else ref if ref is not None and ref.any() else None
+        if source is None:
+            centre = tuple(int(n // 2) for n in ct.shape)
+        else:
+            centre = tuple(int(round(c)) for c in ndimage.center_of_mass(source))
+    else:
+        centre = tuple(int(v) for v in point)
+        if len(centre) != 3 or any(not 0 <= c < n for c, n in zip(centre, ct.shape, strict=True)):
+            raise ValueError(f"point {tuple(point)} is outside the volume of shape {ct.shape}.")
+
+    volume_ml = intracranial_volume_ml(pred, affine)
+    dice = None
+    if ref is not None:
+        total = int(pred.sum()) + int(ref.sum())
+        dice = 2.0 * int((pred & ref).sum()) / total if total else float("nan")
+
+    extents = [n * s for n, s in zip(ct.shape, spacing, strict=True)]
+    scale = max(extents) / panel_size  # mm per pixel
+    font = _font(_FONT_SIZE)
+    low = window_level - window_width / 2.0
+
+    panels_rgb: dict[str, np.ndarray] = {}
+    for view, axis in zip(_VIEWS, (0, 1, 2), strict=True):
+        index = [slice(None)] * 3
+        index[axis] = centre[axis]
+        h_axis, v_axis = _VIEW_AXES[view]
+        out_shape = (max(1, round(extents[v_axis] / scale)), max(1, round(extents[h_axis] / scale)))
+
+        def show(volume: np.ndarray, h_axis=h_axis, v_axis=v_axis, out_shape=out_shape, index=tuple(index)):
+            return _resample_nearest(_display(volume[index]), out_shape, spacing[v_axis], spacing[h_axis], scale)
+
+        grey = np.clip((show(ct) - low) / window_width, 0.0, 1.0) * 255.0
+        rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+        p = show(pred)
+        if ref is None:
+            _blend(rgb, p, QC_COLOURS["mask"], alpha)
+            rgb[p & ~ndimage.binary_erosion(p, border_value=0)] = QC_COLOURS["mask"]
+        else:
+            r = show(ref)
+            _blend(rgb, p & r, QC_COLOURS["tp"], alpha)
+            _blend(rgb, r & ~p, QC_COLOURS["fn"], alpha)
+            _blend(rgb, p & ~r, QC_COLOURS["fp"], alpha)
+        panels_rgb[view] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+    title = [case_name or "(unnamed case)"]
+    volume_line = f"Intracranial volume: {volume_ml:.1f} mL"
+    if dice is not None:
+        volume_line += f"   Dice vs reference: {dice:.4f}"
+    title.append(volume_line)
+    title.append(
+        f"sagittal x={centre[0]}, coronal y={centre[1]}, axial z={centre[2]}   shape {ct.shape}   spacing "
+        f"{spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm   window L{window_level:g} W{window_width:g}"
+    )
+    line_height = _FONT_SIZE + 5
+    header = 8 + line_height * (len(title) + (1 if ref is not None else 0))
+    width = sum(rgb.shape[1] + 2 * _MARGIN for rgb in panels_rgb.values())
+    height = header + max(rgb.shape[0] for rgb in panels_rgb.values()) + 2 * _MARGIN
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(title):
+        draw.text((8, 6 + i * line_height), line, fill=(255, 255, 255), font=font)
+    if ref is not None:
+        x = 8
+        y = 6 + len(title) * line_height
+        for key, text in (("tp", "agreement (TP)"), ("fn", "under-segmented (FN)"), ("fp", "over-segmented (FP)")):
+            draw.rectangle((x, y + 2, x + 12, y + 14), fill=QC_COLOURS[key])
+            draw.text((x + 18, y), text, fill=(255, 255, 255), font=font)
+            x += 30 + int(draw.textlength(text, font=font))
+
+    panels: dict[str, QCPanel] = {}
+    left = 0
+    for view, axis in zip(_VIEWS, (0, 1, 2), strict=True):
+        rgb = panels_rgb[view]
+        h, w = rgb.shape[:2]
+        x0, y0 = left + _MARGIN, header + _MARGIN
+        canvas.paste(Image.fromarray(rgb, mode="RGB"), (x0, y0))
+        west, east, north, south = _VIEW_LETTERS[view]
+        colour = (255, 255, 0)
+        draw.text((x0 - _MARGIN // 2, y0 + h // 2), west, fill=colour, font=font, anchor="mm")
+        draw.text((x0 + w + _MARGIN // 2, y0 + h // 2), east, fill=colour, font=font, anchor="mm")
+        draw.text((x0 + w // 2, y0 - _MARGIN // 2), north, fill=colour, font=font, anchor="mm")
+        draw.text((x0 + w // 2, y0 + h + _MARGIN // 2), south, fill=colour, font=font, anchor="mm")
+        panels[view] = QCPanel(view=view, slice_index=int(centre[axis]), box=(x0, y0, w, h), mm_per_pixel=scale)
+        left += w + 2 * _MARGIN
+
+    return QCPicture(
+        rgb=np.asarray(canvas),
+        panels=panels,
+        centre=centre,
+        volume_ml=volume_ml,
+        dice=dice,
+        title_lines=title,
+    )
+
+
+def save_qc_png(
+    path: str | os.PathLike,
+    image: NdarrayOrTensor,
+    mask: NdarrayOrTensor,
+    affine_or_spacing: NdarrayOrTensor | Sequence[float] | None = None,
+    **kwargs,
+) -> QCPicture:
+    """Render the QC picture and write it as a PNG, atomically (temporary file in the same folder, then rename).
+
+    Args:
+        path: output ``.png`` file; its folder is created if needed. An existing file is replaced.
+        image: CT in HU (see :func:`render_qc`).
+        mask: binary mask, same shape.
+        affine_or_spacing: 4x4 affine or three spacings in mm. Defaults to None (a MetaTensor's affine).
+        kwargs: the other arguments of :func:`render_qc` (``reference``, ``point``, ``case_name``, ...).
+
+    Returns:
+        The :class:`QCPicture` that was written.
+
+    Raises:
+        ValueError: if ``path`` does not end in ``.png``, and as :func:`render_qc`.
+
+    Example:
+        >>> save_qc_png("out/case_001_qc.png", ct, mask, affine, case_name="case_001")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"QC picture path must end in .png, got {str(path)!r}.")
+    picture = render_qc(image, mask, affine_or_spacing, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as handle:
+            Image.fromarray(picture.rgb, mode="RGB").save(handle, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    logger.info("QC picture written: %s", path)
+    return picture
