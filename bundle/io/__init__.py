@@ -1,0 +1,20 @@
+# SPDX-License-Identifier: Apache-2.0
+"""CT input and output: loading NIfTI files and DICOM series as validated HU volumes, and writing them.
+
+Loading lives in :mod:`bundle.io.reader` (``load_ct``, ``CTImageReader``), DICOM series assembly in
+:mod:`bundle.io.dicom_series`, the error type in :mod:`bundle.io.errors`; the writers (``write_nifti``,
+``write_ct_dicom_series``) in :mod:`bundle.io.writers`.
+"""
+
+from __future__ import annotations
+
+from .errors import CTInputError
+
+__all__ = ["CTInputError"]
+
+try:  # the writers land separately; a missing module must not break ``import bundle.io``
+    from .writers import write_ct_dicom_series, write_nifti
+except ImportError:  # pragma: no cover - only while writers.py is absent
+    pass
+else:
+    __all__ += ["write_ct_dicom_series", "write_nifti"]
