@@ -76,13 +76,15 @@ class SliceNorm2d(nn.InstanceNorm2d):
     def commit_running_stats(self) -> None:
         """Apply the statistics summed while ``defer_running_stats`` was set as one momentum update, then reset."""
         with torch.no_grad():
-            if int(self._num_slices) > 0 and self.running_mean is not None and self.running_var is not None:
-                momentum = self.momentum if self.momentum is not None else 0.0
-                count = self._num_slices.to(self._mean_sum.dtype)
-                self.running_mean.mul_(1 - momentum).add_(self._mean_sum / count * momentum)
-                self.running_var.mul_(1 - momentum).add_(self._var_sum / count * momentum)
+            if self.running_mean is not None and self.running_var is not None:
+                # Tensor arithmetic rather than `if count > 0` keeps this free of a host-device synchronisation.
+                observed = (self._num_slices > 0).to(self._mean_sum.dtype)
+                weight = observed * (self.momentum if self.momentum is not None else 0.0)
+                count = self._num_slices.clamp_min(1).to(self._mean_sum.dtype)
+                self.running_mean.mul_(1 - weight).add_(self._mean_sum / count * weight)
+                self.running_var.mul_(1 - weight).add_(self._var_sum / count * weight)
                 if self.num_batches_tracked is not None:
-                    self.num_batches_tracked.add_(1)
+                    self.num_batches_tracked.add_((self._num_slices > 0).long())
         self.discard_running_stats()
 
     @torch.jit.unused
