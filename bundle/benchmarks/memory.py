@@ -15,6 +15,7 @@ Two kinds of figures, both against the uncheckpointed network measured in the sa
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import weakref
 from dataclasses import dataclass
@@ -224,6 +225,16 @@ def _memory_row(depth: int, name: str, step: StepMemory, baseline: StepMemory, h
     }
 
 
+def _inference(network: UNetConvLSTM, volume: torch.Tensor) -> None:
+    with torch.inference_mode():
+        network.eval()(volume)
+
+
+def _training_step(network: UNetConvLSTM, volume: torch.Tensor) -> None:
+    network.train().zero_grad(set_to_none=True)
+    network(volume).float().mean().backward()
+
+
 def _time(function: Callable[[], Any], repeats: int) -> float:
     function()  # warm-up
     start = time.perf_counter()
@@ -269,15 +280,8 @@ def benchmark_timing(
                     segment_length=0 if length is None else length,
                 )
 
-                def forward() -> None:
-                    with torch.inference_mode():
-                        network.eval()(volume)
-
-                def step() -> None:
-                    network.train().zero_grad(set_to_none=True)
-                    network(volume).float().mean().backward()
-
-                forward_seconds, step_seconds = _time(forward, repeats), _time(step, repeats)
+                forward_seconds = _time(functools.partial(_inference, network, volume), repeats)
+                step_seconds = _time(functools.partial(_training_step, network, volume), repeats)
                 baseline_step = baseline_step or step_seconds
                 rows.append(
                     {
