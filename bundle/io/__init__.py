@@ -8,9 +8,18 @@ Loading lives in :mod:`bundle.io.reader` (``load_ct``, ``CTImageReader``), DICOM
 
 from __future__ import annotations
 
+from .dicom_series import SourceGeometry, read_dicom_series, resample_to_source_slices
 from .errors import CTInputError
+from .reader import CTImageReader, load_ct
 
-__all__ = ["CTInputError"]
+__all__ = [
+    "CTImageReader",
+    "CTInputError",
+    "SourceGeometry",
+    "load_ct",
+    "read_dicom_series",
+    "resample_to_source_slices",
+]
 
 try:  # the writers land separately; a missing module must not break ``import bundle.io``
     from .writers import write_ct_dicom_series, write_nifti

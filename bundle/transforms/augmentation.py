@@ -1,0 +1,529 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The paper's augmentation: random rotations (+-10 degrees about each axis) and translations (+-20 voxels per axis).
+
+MONAI's ``RandAffined`` does this with one trilinear ``grid_sample`` over a full coordinate grid; on one CPU core a
+512x512x320 volume and its label take about 40-60 s (measured by ``bundle.benchmarks.augmentation``), far too slow
+to augment whole head CTs on the fly. Here the same affine map is applied as a sequence of one-dimensional passes
+that only ever move whole rows or slabs of memory:
+
+The 3x3 voxel matrix ``M`` of the output -> source map is factored as ``M = U L`` (``U`` upper triangular, ``L``
+unit lower triangular), and each factor as single-coordinate maps ``x_a <- d * x_a + s * x_b + o`` whose shift is
+constant over a slab of axis ``b``. Each pass is then one linear (or nearest) interpolation along one axis with
+per-slab constant weights - ``torch.lerp`` on views - and the two passes that need slabs along the contiguous last
+axis run on a transposed copy whose transposition is fused with a scaling pass. Eight passes (two with a transpose)
+replace the 3D gather; the result matches MONAI's ``Affine`` up to the extra smoothing of repeated 1D linear
+interpolation (tested: label Dice > 0.99, small image error) and runs 30-100x faster.
+
+Rotations are physical when the voxel spacing is known (a ``MetaTensor`` with an affine): a 10 degree rotation of a
+volume with 0.45 mm pixels and 5 mm slices turns the head by 10 degrees, not by a shear of several centimetres.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform, Transform
+from monai.utils import TransformBackends, ensure_tuple_rep
+
+__all__ = [
+    "rotation_translation_matrix",
+    "separable_affine",
+    "RotateTranslate",
+    "RandRotateTranslate",
+    "RandRotateTranslated",
+    "RandRotateTranslateD",
+    "RandRotateTranslateDict",
+]
+
+_MODES = ("bilinear", "nearest")
+_PADDING = ("border", "zeros")
+_LABEL_MODES = ("bilinear", "binary", "nearest")
+
+
+def _check_option(value: str, options: Sequence[str], name: str) -> str:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}.")
+    return value
+
+
+def rotation_translation_matrix(
+    shape: Sequence[int],
+    angles_deg: Sequence[float],
+    translation_vox: Sequence[float],
+    spacing: Sequence[float] | None = None,
+) -> np.ndarray:
+    """The 4x4 output-index -> source-index map that rotates the content about the volume centre and shifts it.
+
+    The content is rotated by ``R = Rz(az) @ Ry(ay) @ Rx(ax)`` (right-handed, about the voxel axes through the
+    centre ``(shape - 1) / 2``), in millimetres when ``spacing`` is given, then moved by ``translation_vox`` voxels:
+    ``out = c + S^-1 R S (src - c) + t``, so ``src = c + S^-1 R^T S (out - c - t)``.
+
+    Args:
+        shape: spatial shape ``(X, Y, Z)``.
+        angles_deg: rotation angles about axes 0, 1, 2 in degrees.
+        translation_vox: shift of the content along axes 0, 1, 2 in voxels.
+        spacing: voxel size in mm per axis. Default None: isotropic (rotation in voxel space).
+
+    Returns:
+        float64 array (4, 4).
+
+    Raises:
+        ValueError: if an argument does not have 3 values or a spacing is not positive.
+
+    Example:
+        >>> m = rotation_translation_matrix((5, 5, 5), (0, 0, 90), (0, 0, 0))
+        >>> np.round(m @ [4, 2, 2, 1], 6).tolist()  # the voxel that lands on (4, 2, 2) came from (2, 0, 2)
+        [2.0, 0.0, 2.0, 1.0]
+    """
+    for name, value in (("shape", shape), ("angles_deg", angles_deg), ("translation_vox", translation_vox)):
+        if len(value) != 3:
+            raise ValueError(f"{name} must have 3 values, got {value}.")
+    sp = np.ones(3) if spacing is None else np.asarray(spacing, dtype=np.float64)
+    if sp.shape != (3,) or np.any(sp <= 0) or not np.all(np.isfinite(sp)):
+        raise ValueError(f"spacing must be 3 positive numbers, got {spacing}.")
+    ax, ay, az = (math.radians(float(a)) for a in angles_deg)
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    rot = rz @ ry @ rx
+    inverse = np.diag(1.0 / sp) @ rot.T @ np.diag(sp)
+    centre = (np.asarray(shape, dtype=np.float64) - 1.0) / 2.0
+    out = np.eye(4)
+    out[:3, :3] = inverse
+    out[:3, 3] = centre - inverse @ (centre + np.asarray(translation_vox, dtype=np.float64))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# one-dimensional passes on 2D slabs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _shift(src: torch.Tensor, dst: torch.Tensor, axis: int, shift: float, nearest: bool, zeros: bool) -> None:
+    """``dst[i] = src(i + shift)`` along ``axis`` of a 2D slab (linear or nearest), padded by border or zeros."""
+    n = src.shape[axis]
+    if nearest:
+        k = int(math.floor(shift + 0.5))
+        lo, hi = max(0, -k), min(n, n - k)
+        if hi > lo:
+            dst.narrow(axis, lo, hi - lo).copy_(src.narrow(axis, lo + k, hi - lo))
+        else:
+            lo = hi = 0 if k > 0 else n
+        if lo > 0:
+            head = dst.narrow(axis, 0, lo)
+            if zeros:
+                head.zero_()
+            else:
+                head.copy_(src.narrow(axis, 0, 1).expand_as(head))
+        if hi < n:
+            tail = dst.narrow(axis, hi, n - hi)
+            if zeros:
+                tail.zero_()
+            else:
+                tail.copy_(src.narrow(axis, n - 1, 1).expand_as(tail))
+        return
+    k = int(math.floor(shift))
+    f = shift - k
+    lo, hi = max(0, -k), min(n, n - 1 - k)
+    if hi > lo:
+        torch.lerp(
+            src.narrow(axis, lo + k, hi - lo),
+            src.narrow(axis, lo + k + 1, hi - lo),
+            f,
+            out=dst.narrow(axis, lo, hi - lo),
+        )
+    else:
+        lo = hi = min(max(-k, 0), n)
+    # edges: positions left of sample 0 or right of sample n - 1
+    if lo > 0:
+        head = dst.narrow(axis, 0, lo)
+        if zeros:
+            head.zero_()
+            if lo - 1 + k == -1:  # straddles the first sample
+                dst.narrow(axis, lo - 1, 1).copy_(src.narrow(axis, 0, 1)).mul_(f)
+        else:
+            head.copy_(src.narrow(axis, 0, 1).expand_as(head))
+    if hi < n:
+        tail = dst.narrow(axis, hi, n - hi)
+        if zeros:
+            tail.zero_()
+            if hi + k == n - 1:  # straddles the last sample
+                dst.narrow(axis, hi, 1).copy_(src.narrow(axis, n - 1, 1)).mul_(1.0 - f)
+        else:
+            tail.copy_(src.narrow(axis, n - 1, 1).expand_as(tail))
+
+
+def _resample_rows(src: torch.Tensor, dst: torch.Tensor, positions: np.ndarray, nearest: bool, zeros: bool) -> None:
+    """``dst[r] = src(positions[r])`` along axis 0 of 2D slabs (increasing positions), linear or nearest.
+
+    Rows are processed in runs where ``floor(position) - r`` is constant, so every run is one ``lerp`` (or copy) of
+    two row-shifted views, with per-row weights only when the positions are scaled.
+    """
+    n_src, n = src.shape[0], dst.shape[0]
+    rows = np.arange(n)
+    k = np.floor(positions + 0.5 if nearest else positions).astype(np.int64)
+    f = np.zeros(n) if nearest else positions - k
+    top = n_src - 1 if nearest else n_src - 2  # largest k with every tap inside
+    # rows before the first sample, inside, after the last sample (positions increase, so these are contiguous)
+    start = int(np.searchsorted(k, 0, side="left"))
+    stop = int(np.searchsorted(k, top, side="right"))
+    stop = max(stop, start)
+    offset = k[start:stop] - rows[start:stop]
+    breaks = np.flatnonzero(np.diff(offset)) + 1
+    uniform = nearest or np.ptp(f[start:stop]) < 1e-9 if stop > start else True
+    for lo, hi in zip(np.r_[0, breaks] + start, np.r_[breaks, stop - start] + start, strict=True):
+        o = int(k[lo] - lo)
+        if nearest:
+            dst[lo:hi].copy_(src[lo + o : hi + o])
+        elif uniform:
+            torch.lerp(src[lo + o : hi + o], src[lo + o + 1 : hi + o + 1], float(f[lo]), out=dst[lo:hi])
+        else:
+            weight = torch.from_numpy(f[lo:hi]).to(src.dtype)[:, None]
+            torch.lerp(src[lo + o : hi + o], src[lo + o + 1 : hi + o + 1], weight, out=dst[lo:hi])
+    if start > 0:  # before the first sample
+        if zeros:
+            dst[:start].zero_()
+            if not nearest and k[start - 1] == -1:  # straddles sample 0
+                torch.mul(src[0], float(f[start - 1]), out=dst[start - 1])
+        else:
+            dst[:start].copy_(src[0:1].expand(start, -1))
+    if stop < n:  # after the last sample
+        if zeros:
+            dst[stop:].zero_()
+            if not nearest and k[stop] == n_src - 1:  # straddles the last sample
+                torch.mul(src[n_src - 1], 1.0 - float(f[stop]), out=dst[stop])
+        else:
+            dst[stop:].copy_(src[n_src - 1 : n_src].expand(n - stop, -1))
+
+
+def _factor(matrix: np.ndarray) -> dict[str, float]:
+    """Factor ``M = Sz P12 P02 Sy P10 P20 P01 P21`` into single-coordinate maps (centred coordinates).
+
+    ``Sz: z <- u22 z``; ``P12: y <- y + a z``; ``P02: x <- u00 x + b z``; ``Sy: y <- sy y``; ``P10: y <- y + l10 x``;
+    ``P20: z <- z + l20 x``; ``P01: x <- x + c y``; ``P21: z <- z + l21 y``. Solved row by row from
+    ``M = [[u00, 0, b], [0, sy, a], [0, 0, u22]] @ [[1, c, 0], [l10, 1 + l10 c, 0], [l20, l20 c + l21, 1]]``.
+    """
+    m = matrix
+    u22 = m[2, 2]
+    if u22 < 0.2:
+        raise ValueError(f"the affine is too far from the identity to be applied by separable passes: {m.tolist()}.")
+    l20, r21 = m[2, 0] / u22, m[2, 1] / u22
+    a, b = m[1, 2], m[0, 2]
+    u00 = m[0, 0] - b * l20
+    if u00 < 0.2:
+        raise ValueError(f"the affine is too far from the identity to be applied by separable passes: {m.tolist()}.")
+    c = (m[0, 1] - b * r21) / u00
+    sy = (m[1, 1] - a * r21) - c * (m[1, 0] - a * l20)
+    if sy < 0.2:
+        raise ValueError(f"the affine is too far from the identity to be applied by separable passes: {m.tolist()}.")
+    l10 = (m[1, 0] - a * l20) / sy
+    return {"u22": u22, "a": a, "u00": u00, "b": b, "sy": sy, "l10": l10, "l20": l20, "c": c, "l21": r21 - l20 * c}
+
+
+def separable_affine(
+    volume: torch.Tensor, matrix: np.ndarray, mode: str = "bilinear", padding_mode: str = "border"
+) -> torch.Tensor:
+    """Resample a 3D volume through an affine index map with one-dimensional passes (see the module docstring).
+
+    ``out[p] = volume(matrix @ p)`` for every output voxel index ``p`` (homogeneous), like MONAI's ``Affine`` and
+    ``grid_sample``, but by eight slab-wise 1D interpolations. Suited to near-identity maps (rotations up to about
+    30 degrees, any translation, mild scaling); the input is not modified.
+
+    Args:
+        volume: tensor ``(X, Y, Z)``; float for ``"bilinear"``, any dtype for ``"nearest"``.
+        matrix: 4x4 (or 3x4) output-index -> source-index map, e.g. from :func:`rotation_translation_matrix`.
+        mode: ``"bilinear"`` (linear along each pass; default) or ``"nearest"`` (labels).
+        padding_mode: value for samples outside the volume: ``"border"`` (nearest edge value; default) or
+            ``"zeros"``.
+
+    Returns:
+        A new contiguous tensor with the shape and dtype of ``volume``.
+
+    Raises:
+        ValueError: for a volume that is not 3D, a bad ``matrix``, ``mode`` or ``padding_mode``.
+
+    Example:
+        >>> vol = torch.rand(32, 32, 16)
+        >>> out = separable_affine(vol, rotation_translation_matrix(vol.shape, (5, -3, 8), (2, 0, -1)))
+        >>> out.shape
+        torch.Size([32, 32, 16])
+    """
+    _check_option(mode, _MODES, "mode")
+    _check_option(padding_mode, _PADDING, "padding_mode")
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be 3D (X, Y, Z), got shape {tuple(volume.shape)}.")
+    mat = np.asarray(matrix, dtype=np.float64)
+    if mat.shape not in ((4, 4), (3, 4)) or not np.all(np.isfinite(mat)):
+        raise ValueError(f"matrix must be a finite 4x4 or 3x4 array, got shape {mat.shape}.")
+    nearest, zeros = mode == "nearest", padding_mode == "zeros"
+    src = volume.contiguous()
+    if not nearest and not src.is_floating_point():
+        src = src.float()
+    co = _factor(mat[:3, :3])
+    nx, ny, nz = src.shape
+    cx, cy, cz = (nx - 1) / 2.0, (ny - 1) / 2.0, (nz - 1) / 2.0
+    # translation in centred coordinates; it goes into the first three passes (outermost factors)
+    centre = np.array([cx, cy, cz])
+    tx, ty, tz = mat[:3, 3] + mat[:3, :3] @ centre - centre
+    ix, iy, iz = np.arange(nx) - cx, np.arange(ny) - cy, np.arange(nz) - cz
+
+    numel = src.numel()
+    buf_a = torch.empty(numel, dtype=src.dtype)
+    buf_b = torch.empty(numel, dtype=src.dtype)
+    l2_a, l2_b = buf_a.view(nx, nz, ny), buf_b.view(nx, nz, ny)
+    l1_a, l1_b = buf_a.view(nx, ny, nz), buf_b.view(nx, ny, nz)
+
+    # Four sweeps over the volume; within a sweep each slab gets its one or two 1D passes while in cache.
+    # 1. (x-slabs) z <- u22 z + tz, fused with the transpose (X, Y, Z) -> (X, Z, Y)
+    zpos = co["u22"] * iz + tz + cz
+    tmp_zy = torch.empty((nz, ny), dtype=src.dtype)
+    for i in range(nx):
+        tmp_zy.copy_(src[i].t())
+        _resample_rows(tmp_zy, l2_a[i], zpos, nearest, zeros)
+    # 2. (z-slabs) x <- u00 x + b z + tx and y <- y + a z + ty
+    tmp_xy = torch.empty((nx, ny), dtype=src.dtype)
+    for j in range(nz):
+        _shift(l2_a[:, j, :], tmp_xy, 1, co["a"] * iz[j] + ty, nearest, zeros)
+        _resample_rows(tmp_xy, l2_b[:, j, :], co["u00"] * ix + co["b"] * iz[j] + tx + cx, nearest, zeros)
+    # 3. (x-slabs) y <- sy (y + l10 x), fused with the transpose back (X, Z, Y) -> (X, Y, Z), then z <- z + l20 x
+    tmp_yz = torch.empty((ny, nz), dtype=src.dtype)
+    tmp_yz2 = torch.empty((ny, nz), dtype=src.dtype)
+    for i in range(nx):
+        tmp_yz.copy_(l2_b[i].t())
+        _resample_rows(tmp_yz, tmp_yz2, co["sy"] * (iy + co["l10"] * ix[i]) + cy, nearest, zeros)
+        _shift(tmp_yz2, l1_a[i], 1, co["l20"] * ix[i], nearest, zeros)
+    # 4. (y-slabs) x <- x + c y and z <- z + l21 y
+    tmp_xz = torch.empty((nx, nz), dtype=src.dtype)
+    for j in range(ny):
+        _shift(l1_a[:, j, :], tmp_xz, 0, co["c"] * iy[j], nearest, zeros)
+        _shift(tmp_xz, l1_b[:, j, :], 1, co["l21"] * iy[j], nearest, zeros)
+    return l1_b
+
+
+def _spacing(img: torch.Tensor) -> np.ndarray | None:
+    if isinstance(img, MetaTensor):
+        affine = img.affine.detach().cpu().numpy()
+        return np.linalg.norm(affine[:3, :3], axis=0)
+    return None
+
+
+class RotateTranslate(Transform):
+    """Rotate a channel-first ``(C, X, Y, Z)`` volume about its centre and translate it, by separable 1D passes.
+
+    Deterministic; :py:class:`RandRotateTranslate` samples the parameters. See :func:`rotation_translation_matrix`
+    for the convention and :func:`separable_affine` for the method. A ``MetaTensor``'s affine is updated so that
+    world coordinates still point at the same anatomy (as MONAI's ``Affine`` does); the operation is not recorded
+    for ``Invertd`` (it is a training augmentation).
+
+    Args:
+        angles_deg: rotation about axes 0, 1, 2 in degrees. Defaults to (0, 0, 0).
+        translation_vox: shift along axes 0, 1, 2 in voxels. Defaults to (0, 0, 0).
+        mode: "bilinear" (images; default), "binary" (0/1 masks: linear interpolation in float16, then >= 0.5, the
+            most faithful way to move a mask) or "nearest" (multi-class labels; each 1D pass rounds, so boundaries
+            move up to about a voxel more than with one 3D nearest-neighbour lookup).
+        padding_mode: "border" (default) or "zeros", for voxels that come from outside the volume.
+        physical: rotate in millimetres using the voxel spacing of a ``MetaTensor`` (plain arrays: voxel space).
+            Defaults to True.
+
+    Raises:
+        ValueError: for a bad ``mode``/``padding_mode``, or angles/translations that are not 3 numbers.
+
+    Example:
+        >>> out = RotateTranslate((0, 0, 10), (5, 0, 0))(torch.rand(1, 32, 32, 16))
+        >>> out.shape
+        torch.Size([1, 32, 32, 16])
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        angles_deg: Sequence[float] = (0.0, 0.0, 0.0),
+        translation_vox: Sequence[float] = (0.0, 0.0, 0.0),
+        mode: str = "bilinear",
+        padding_mode: str = "border",
+        physical: bool = True,
+    ):
+        if len(angles_deg) != 3 or len(translation_vox) != 3:
+            raise ValueError(f"angles_deg and translation_vox need 3 values each, got {angles_deg}, {translation_vox}.")
+        self.angles_deg = tuple(float(a) for a in angles_deg)
+        self.translation_vox = tuple(float(t) for t in translation_vox)
+        self.mode = _check_option(mode, _LABEL_MODES, "mode")
+        self.padding_mode = _check_option(padding_mode, _PADDING, "padding_mode")
+        self.physical = bool(physical)
+
+    def matrix(self, img: torch.Tensor) -> np.ndarray:
+        """The 4x4 output-index -> source-index map for ``img`` ``(C, X, Y, Z)``."""
+        spacing = _spacing(img) if self.physical else None
+        return rotation_translation_matrix(img.shape[1:], self.angles_deg, self.translation_vox, spacing)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Transform ``img`` ``(C, X, Y, Z)`` (numpy, tensor or MetaTensor); returns the same type and dtype."""
+        if img.ndim != 4:
+            raise ValueError(f"expected a channel-first (C, X, Y, Z) volume, got shape {tuple(img.shape)}.")
+        is_numpy = isinstance(img, np.ndarray)
+        tensor = torch.from_numpy(np.ascontiguousarray(img)) if is_numpy else img
+        mat = self.matrix(tensor)
+        data = tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
+        channels = []
+        for channel in data:
+            if self.mode == "binary":
+                if channel.numel() and (channel.min() < 0 or channel.max() > 1):
+                    raise ValueError("mode 'binary' needs a 0/1 mask; use mode 'nearest' for multi-class labels.")
+                moved = separable_affine(channel.to(torch.float16), mat, "bilinear", self.padding_mode)
+                channels.append((moved >= 0.5).to(channel.dtype))
+            elif self.mode == "bilinear":
+                moved = separable_affine(channel, mat, "bilinear", self.padding_mode)
+                channels.append(moved if channel.is_floating_point() else moved.round().to(channel.dtype))
+            else:
+                channels.append(separable_affine(channel, mat, "nearest", self.padding_mode))
+        out = torch.stack(channels)
+        if is_numpy:
+            return out.numpy()
+        if isinstance(img, MetaTensor):
+            result = MetaTensor(out, meta=dict(img.meta), applied_operations=list(img.applied_operations))
+            result.affine = img.affine @ torch.as_tensor(mat, dtype=img.affine.dtype)
+            return result
+        return out
+
+
+class RandRotateTranslate(RandomizableTransform):
+    """Random :py:class:`RotateTranslate`: angles uniform in ``[-max_rotation_deg, max_rotation_deg]`` and shifts
+    uniform in ``[-max_translation_vox, max_translation_vox]``, independently per axis (the paper: 10 degrees and
+    20 voxels). The parameters are drawn once per call; the transform itself is :py:class:`RotateTranslate`.
+
+    Args:
+        prob: probability of transforming. Defaults to 1.0 (the paper augments every sample).
+        max_rotation_deg: largest rotation about each axis, one value or three. Defaults to 10.0.
+        max_translation_vox: largest shift along each axis, one value or three. Defaults to 20.0.
+        mode: see :py:class:`RotateTranslate`. Defaults to "bilinear".
+        padding_mode: see :py:class:`RotateTranslate`. Defaults to "border".
+        physical: see :py:class:`RotateTranslate`. Defaults to True.
+
+    Raises:
+        ValueError: for a negative or over-30-degree range, or a bad option.
+
+    Example:
+        >>> aug = RandRotateTranslate().set_random_state(seed=0)
+        >>> aug(torch.rand(1, 32, 32, 16)).shape
+        torch.Size([1, 32, 32, 16])
+    """
+
+    backend = RotateTranslate.backend
+
+    def __init__(
+        self,
+        prob: float = 1.0,
+        max_rotation_deg: Sequence[float] | float = 10.0,
+        max_translation_vox: Sequence[float] | float = 20.0,
+        mode: str = "bilinear",
+        padding_mode: str = "border",
+        physical: bool = True,
+    ):
+        RandomizableTransform.__init__(self, prob)
+        rot = np.asarray(ensure_tuple_rep(max_rotation_deg, 3), dtype=np.float64)
+        shift = np.asarray(ensure_tuple_rep(max_translation_vox, 3), dtype=np.float64)
+        if rot.shape != (3,) or np.any(rot < 0) or np.any(rot > 30):
+            raise ValueError(f"max_rotation_deg must be 1 or 3 values in [0, 30], got {max_rotation_deg}.")
+        if shift.shape != (3,) or np.any(shift < 0):
+            raise ValueError(f"max_translation_vox must be 1 or 3 values >= 0, got {max_translation_vox}.")
+        self.max_rotation_deg, self.max_translation_vox = rot, shift
+        self.mode = _check_option(mode, _LABEL_MODES, "mode")
+        self.padding_mode = _check_option(padding_mode, _PADDING, "padding_mode")
+        self.physical = physical
+        self.angles_deg = (0.0, 0.0, 0.0)
+        self.translation_vox = (0.0, 0.0, 0.0)
+
+    def randomize(self, data=None) -> None:
+        """Decide whether to transform and draw the angles and shifts."""
+        super().randomize(None)
+        if not self._do_transform:
+            return
+        self.angles_deg = tuple(float(v) for v in self.R.uniform(-self.max_rotation_deg, self.max_rotation_deg))
+        self.translation_vox = tuple(
+            float(v) for v in self.R.uniform(-self.max_translation_vox, self.max_translation_vox)
+        )
+
+    def __call__(
+        self, img: NdarrayOrTensor, randomize: bool = True, mode: str | None = None, padding_mode: str | None = None
+    ) -> NdarrayOrTensor:
+        """Transform ``img`` ``(C, X, Y, Z)``; ``randomize=False`` reuses the last draw; ``mode``/``padding_mode``
+        override the constructor's for this call."""
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return img
+        return RotateTranslate(
+            self.angles_deg,
+            self.translation_vox,
+            mode=mode or self.mode,
+            padding_mode=padding_mode or self.padding_mode,
+            physical=self.physical,
+        )(img)
+
+
+class RandRotateTranslated(RandomizableTransform, MapTransform):
+    """Dictionary-based wrapper of :py:class:`RandRotateTranslate`: one draw per call, applied to every key.
+
+    Args:
+        keys: keys to transform together (image and label).
+        prob: see :py:class:`RandRotateTranslate`. Defaults to 1.0.
+        max_rotation_deg: see :py:class:`RandRotateTranslate`. Defaults to 10.0.
+        max_translation_vox: see :py:class:`RandRotateTranslate`. Defaults to 20.0.
+        mode: per key, defaults to ``("bilinear", "binary")`` (image, 0/1 label).
+        padding_mode: per key, defaults to ``("border", "zeros")``.
+        physical: see :py:class:`RotateTranslate`. Defaults to True.
+        allow_missing_keys: don't raise for missing keys. Default False.
+
+    Example:
+        >>> aug = RandRotateTranslated(["image", "label"]).set_random_state(seed=0)
+        >>> out = aug({"image": torch.rand(1, 32, 32, 16), "label": torch.zeros(1, 32, 32, 16, dtype=torch.uint8)})
+        >>> out["label"].dtype
+        torch.uint8
+    """
+
+    backend = RandRotateTranslate.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 1.0,
+        max_rotation_deg: Sequence[float] | float = 10.0,
+        max_translation_vox: Sequence[float] | float = 20.0,
+        mode: Sequence[str] | str = ("bilinear", "binary"),
+        padding_mode: Sequence[str] | str = ("border", "zeros"),
+        physical: bool = True,
+        allow_missing_keys: bool = False,
+    ):
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.mode = tuple(_check_option(m, _LABEL_MODES, "mode") for m in ensure_tuple_rep(mode, len(self.keys)))
+        self.padding_mode = tuple(
+            _check_option(p, _PADDING, "padding_mode") for p in ensure_tuple_rep(padding_mode, len(self.keys))
+        )
+        self.rand = RandRotateTranslate(
+            prob=1.0, max_rotation_deg=max_rotation_deg, max_translation_vox=max_translation_vox, physical=physical
+        )
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.rand.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        self.rand.randomize()
+        for key, mode, padding_mode in self.key_iterator(d, self.mode, self.padding_mode):
+            d[key] = self.rand(d[key], randomize=False, mode=mode, padding_mode=padding_mode)
+        return d
+
+
+RandRotateTranslateD = RandRotateTranslateDict = RandRotateTranslated

@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: Apache-2.0
+"""In-plane resampling for the CPU-friendly ("lite") preset: X and Y to a target size or spacing, Z untouched.
+
+The recurrence of the network runs over the axial slices, so the slice axis keeps its native spacing while the
+512x512 slices are made smaller. This is MONAI's ``Resize`` (with anti-aliasing for images, ``nearest-exact`` for
+labels) with the size of the last axis kept, so it updates the affine and ``Invertd`` undoes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.transforms import InvertibleTransform, MapTransform, Resize
+from monai.utils import ensure_tuple_rep
+
+__all__ = ["ResampleInPlane", "ResampleInPlaned", "ResampleInPlaneD", "ResampleInPlaneDict"]
+
+
+class ResampleInPlane(Resize):
+    """Resample the first two spatial axes of a channel-first ``(C, X, Y, Z)`` volume; the Z axis is not touched.
+
+    Give exactly one of ``spatial_size`` (target X, Y in voxels) or ``pixdim`` (target X, Y spacing in mm; needs a
+    ``MetaTensor`` with an affine). With ``pixdim`` the size is ``round(size * spacing / pixdim)``, so the spacing
+    reached is the nearest one that keeps the field of view; the affine in the metadata says exactly which.
+
+    Args:
+        spatial_size: target ``(X, Y)`` size. Default None.
+        pixdim: target ``(X, Y)`` spacing in mm. Default None.
+        mode: interpolation: "bilinear" (trilinear with Z kept; default) for images, "nearest-exact" for labels.
+        anti_aliasing: Gaussian smoothing before downsampling (images). Defaults to True.
+
+    Raises:
+        ValueError: if not exactly one of ``spatial_size`` / ``pixdim`` is given or a value is not positive.
+
+    Example:
+        >>> import torch
+        >>> ResampleInPlane(spatial_size=(128, 128))(torch.zeros(1, 512, 512, 40)).shape
+        torch.Size([1, 128, 128, 40])
+    """
+
+    def __init__(
+        self,
+        spatial_size: Sequence[int] | int | None = None,
+        pixdim: Sequence[float] | float | None = None,
+        mode: str = "bilinear",
+        anti_aliasing: bool = True,
+    ):
+        if (spatial_size is None) == (pixdim is None):
+            raise ValueError(f"give exactly one of spatial_size or pixdim, got {spatial_size=} and {pixdim=}.")
+        if spatial_size is not None:
+            size = ensure_tuple_rep(spatial_size, 2)
+            if len(size) != 2 or any(int(s) < 1 for s in size):
+                raise ValueError(f"spatial_size must be 1 or 2 positive integers, got {spatial_size}.")
+            self.target_size: tuple[int, int] | None = (int(size[0]), int(size[1]))
+            self.pixdim: tuple[float, float] | None = None
+        else:
+            dims = ensure_tuple_rep(pixdim, 2)
+            if len(dims) != 2 or not all(float(p) > 0 for p in dims):
+                raise ValueError(f"pixdim must be 1 or 2 positive numbers, got {pixdim}.")
+            self.target_size = None
+            self.pixdim = (float(dims[0]), float(dims[1]))
+        mode = "trilinear" if mode == "bilinear" else mode
+        super().__init__(spatial_size=(-1, -1, -1), mode=mode, anti_aliasing=anti_aliasing)
+
+    def in_plane_size(self, img: NdarrayOrTensor) -> tuple[int, int]:
+        """The target ``(X, Y)`` size for ``img`` (channel-first, 3 spatial dims).
+
+        Args:
+            img: the volume.
+
+        Returns:
+            ``(X, Y)``.
+
+        Raises:
+            ValueError: if ``img`` is not ``(C, X, Y, Z)``, or ``pixdim`` is used without a ``MetaTensor``.
+        """
+        if img.ndim != 4:
+            raise ValueError(f"expected a channel-first (C, X, Y, Z) volume, got shape {tuple(img.shape)}.")
+        if self.target_size is not None:
+            return self.target_size
+        if not isinstance(img, MetaTensor):
+            raise ValueError("pixdim needs a MetaTensor with an affine (load with LoadImaged); got a plain array.")
+        affine = img.affine.detach().cpu().numpy()
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        return tuple(
+            max(1, int(round(n * s / p))) for n, s, p in zip(img.shape[1:3], spacing[:2], self.pixdim, strict=True)
+        )
+
+    def __call__(self, img: torch.Tensor, mode: str | None = None, anti_aliasing: bool | None = None, **kwargs):
+        """Resample ``img`` ``(C, X, Y, Z)``; ``mode`` and ``anti_aliasing`` override the constructor's."""
+        self.spatial_size = (*self.in_plane_size(img), -1)
+        if mode == "bilinear":
+            mode = "trilinear"
+        return super().__call__(img, mode=mode, anti_aliasing=anti_aliasing, **kwargs)
+
+
+class ResampleInPlaned(MapTransform, InvertibleTransform):
+    """Dictionary-based wrapper of :py:class:`ResampleInPlane`.
+
+    Args:
+        keys: keys to resample (image and label together).
+        spatial_size: see :py:class:`ResampleInPlane`. Default None.
+        pixdim: see :py:class:`ResampleInPlane`. Default None.
+        mode: per key, defaults to ``("bilinear", "nearest-exact")`` (image, label).
+        anti_aliasing: per key, defaults to ``(True, False)``.
+        allow_missing_keys: don't raise for missing keys. Default False.
+
+    Example:
+        >>> ResampleInPlaned(["image", "label"], pixdim=(1.5, 1.5))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_size: Sequence[int] | int | None = None,
+        pixdim: Sequence[float] | float | None = None,
+        mode: Sequence[str] | str = ("bilinear", "nearest-exact"),
+        anti_aliasing: Sequence[bool] | bool = (True, False),
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.mode = ensure_tuple_rep(mode, len(self.keys))
+        self.anti_aliasing = ensure_tuple_rep(anti_aliasing, len(self.keys))
+        self.resizer = ResampleInPlane(spatial_size=spatial_size, pixdim=pixdim)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key, mode, anti_aliasing in self.key_iterator(d, self.mode, self.anti_aliasing):
+            d[key] = self.resizer(d[key], mode=mode, anti_aliasing=anti_aliasing)
+        return d
+
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.resizer.inverse(d[key])
+        return d
+
+
+ResampleInPlaneD = ResampleInPlaneDict = ResampleInPlaned
