@@ -52,7 +52,7 @@ class UNetConvLSTM(nn.Module):
             of both directions' hidden states. The paper is unidirectional. Defaults to False.
         segment_length: slices per checkpointed segment; 0 puts the whole volume in one segment; ``"auto"`` chooses
             about ``sqrt(D * state_size / activation_size)``, which minimises boundary states plus one segment's
-            activations. Defaults to ``"auto"``.
+            activations (1 with ``offload_states``). Defaults to ``"auto"``.
         checkpoint: checkpoint each segment in training (when gradients are enabled). Defaults to True.
         offload_states: keep checkpointed segment-boundary states in host memory (only matters on a GPU).
             Defaults to False.
@@ -109,8 +109,12 @@ class UNetConvLSTM(nn.Module):
             ]
         )
         # Values kept per pixel: boundary states (h and c of every direction) versus one slice's activations.
-        self._state_to_activation_ratio: float = (2.0 * hidden_channels * num_directions) / (
-            self.unet.activation_floats_per_pixel() + 14.0 * hidden_channels
+        # Offloaded states cost no device memory, so the smallest segments are then best.
+        self._state_to_activation_ratio: float = (
+            0.0
+            if offload_states
+            else (2.0 * hidden_channels * num_directions)
+            / (self.unet.activation_floats_per_pixel() + 14.0 * hidden_channels)
         )
 
     def resolve_segment_length(self, num_slices: int) -> int:
