@@ -1,0 +1,895 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Head anatomy of the phantoms: tissues painted around the real average brain CT on a world-aligned grid.
+
+Every grid voxel is mapped into the template frame (:mod:`bundle.data.phantom_template`) through the head pose
+(rotation, per-axis head scaling, position) and a smooth random displacement. The cranial cavity and the brain HU come
+from the template; everything else is built from the cavity's signed distance ``D`` and from simple shapes placed
+at template landmarks:
+
+- skull vault: inner table ``0 <= D < t_i``, diploe, outer table up to a spatially varying thickness ``T`` (thin over
+  the temporal squama, thick at the occiput and frontal sinus and in the central skull base),
+- skull base: sphenoid body and clivus, dense petrous ridges, mastoid processes with air cells, occipital condyles,
+  a foramen magnum opening into the spinal canal (cerebrospinal fluid and cord),
+- face: orbits (fat cone, bony walls, extraocular muscles, optic nerve, globe with vitreous and lens), frontal,
+  ethmoid, sphenoid and maxillary sinuses, nasal cavity with septum and turbinates, nasopharynx, zygomatic arches,
+  mandible, hard palate, nose and ears,
+- neck with the cervical spine (C1 ring, dens, C2/C3 bodies, discs),
+- scalp and face soft tissue with a subcutaneous fat layer, temporalis muscles,
+- a head holder (plastic shell and foam pad) under the occiput, in world coordinates,
+- air (-1000 HU) elsewhere.
+
+Shapes are painted back to front with anti-aliased coverage (partial volume at every edge). The cranial cavity is
+painted last, with coverage ``F = coverage(D) * above(foramen magnum plane)``; ``F`` is also the label's source
+(see :mod:`bundle.data.phantoms`). Pathology (haemorrhage, infarct, craniectomy) is applied by
+:mod:`bundle.data.phantom_pathology` through the hooks of :func:`compose_head`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bundle.data.phantom_acquisition import CoarseGrid
+from bundle.data.phantom_fields import (
+    SmoothField,
+    band,
+    capsule_sdf,
+    cone_sdf,
+    coverage,
+    ellipsoid_sdf,
+    gaussian_bump,
+    mirror_x,
+    septa_distance,
+    smooth_min,
+)
+from bundle.data.phantom_template import LANDMARKS, Template
+
+__all__ = [
+    "AIR_HU",
+    "TISSUES",
+    "TISSUE_HU_RANGES",
+    "AnatomyParams",
+    "Composition",
+    "HeadPose",
+    "compose_head",
+    "draw_anatomy_params",
+]
+
+#: HU of air.
+AIR_HU = -1000.0
+
+#: Tissue codes of the composition's ``tissue`` map (the code painted with coverage >= 0.5 last wins).
+TISSUES: dict[str, int] = {
+    "air": 0,
+    "cavity": 1,  # brain and cerebrospinal fluid inside the cranial cavity (label 1)
+    "haemorrhage": 2,  # intracranial blood (label 1)
+    "infarct": 3,  # hypodense ischaemic brain (label 1)
+    "cortical_bone": 4,
+    "diploe": 5,
+    "cancellous_bone": 6,
+    "soft_tissue": 7,
+    "fat": 8,
+    "vitreous": 9,
+    "lens": 10,
+    "sinus_air": 11,
+    "spinal_csf": 12,
+    "spinal_cord": 13,
+    "disc": 14,
+    "headrest_shell": 15,
+    "headrest_foam": 16,
+    "herniated_brain": 17,  # brain bulging through a craniectomy, outside the cavity (label 0)
+}
+
+#: HU range of each tissue where it is not mixed with a neighbour by partial volume (before noise).
+TISSUE_HU_RANGES: dict[str, tuple[float, float]] = {
+    "air": (-1000.0, -1000.0),
+    "cavity": (0.0, 90.0),
+    "haemorrhage": (50.0, 90.0),
+    "infarct": (15.0, 25.0),
+    "cortical_bone": (1000.0, 1900.0),
+    "diploe": (300.0, 700.0),
+    "cancellous_bone": (150.0, 450.0),
+    "soft_tissue": (20.0, 70.0),
+    "fat": (-120.0, -80.0),
+    "vitreous": (0.0, 20.0),
+    "lens": (80.0, 130.0),
+    "sinus_air": (-1000.0, -1000.0),
+    "spinal_csf": (0.0, 15.0),
+    "spinal_cord": (25.0, 40.0),
+    "disc": (60.0, 110.0),
+    "headrest_shell": (100.0, 450.0),
+    "headrest_foam": (-950.0, -750.0),
+    "herniated_brain": (20.0, 40.0),
+}
+
+_MID = LANDMARKS["midline_x"][0]
+
+
+def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(rng.uniform(lo, hi))
+
+
+@dataclass
+class AnatomyParams:
+    """Random anatomy and intensity parameters of one phantom (see :func:`draw_anatomy_params`)."""
+
+    scale: np.ndarray
+    rotation_deg: np.ndarray
+    centre_world: np.ndarray
+    deformation_mm: float
+    skull_mm: float
+    skull_variation: float
+    inner_table_mm: float
+    outer_table_mm: float
+    scalp_mm: float
+    skin_mm: float
+    fat_mm: float
+    temporalis_mm: float
+    cortical_hu: float
+    petrous_hu: float
+    diploe_hu: float
+    cancellous_hu: float
+    soft_hu: float
+    fat_hu: float
+    vitreous_hu: float
+    lens_hu: float
+    spinal_csf_hu: float
+    cord_hu: float
+    disc_hu: float
+    globe_mm: float
+    frontal_sinus: float
+    sphenoid_sinus: float
+    maxillary_sinus: float
+    mastoid: float
+    cell_mm: float
+    cell_phase: np.ndarray
+    headrest: bool
+    headrest_radius_mm: float
+    headrest_pad_mm: float
+    headrest_shell_mm: float
+    headrest_shell_hu: float
+    headrest_foam_hu: float
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """JSON-friendly summary of the main parameters."""
+        return {
+            "head_scale": [round(float(v), 4) for v in self.scale],
+            "head_rotation_deg": [round(float(v), 2) for v in self.rotation_deg],
+            "skull_thickness_mm": round(self.skull_mm, 2),
+            "headrest": self.headrest,
+            "frontal_sinus": round(self.frontal_sinus, 3),
+        }
+
+
+def draw_anatomy_params(rng: np.random.Generator, head_scale: float | None = None) -> AnatomyParams:
+    """Draw the anatomy parameters of one phantom.
+
+    Args:
+        rng: random generator (consumed in a fixed order).
+        head_scale: isotropic head scale (default None: drawn from U(0.94, 1.08); the template cavity is about 1347 mL
+            at scale 1).
+
+    Returns:
+        The :class:`AnatomyParams`.
+
+    Example:
+        >>> p = draw_anatomy_params(np.random.default_rng(0))
+        >>> 0.9 < p.scale.mean() < 1.12
+        True
+    """
+    iso = _u(rng, 0.94, 1.08)
+    if head_scale is not None:
+        iso = float(head_scale)
+    scale = iso * rng.uniform(0.97, 1.03, size=3)
+    rotation = np.array([_u(rng, -12, 12), _u(rng, -4, 4), _u(rng, -5, 5)])
+    centre = np.array([_u(rng, -6, 6), _u(rng, -12, 0), _u(rng, 40, 120)])
+    return AnatomyParams(
+        scale=scale,
+        rotation_deg=rotation,
+        centre_world=centre,
+        deformation_mm=_u(rng, 1.5, 3.5),
+        skull_mm=_u(rng, 5.5, 7.5),
+        skull_variation=_u(rng, 0.1, 0.25),
+        inner_table_mm=_u(rng, 1.2, 2.0),
+        outer_table_mm=_u(rng, 1.5, 2.5),
+        scalp_mm=_u(rng, 4.0, 6.5),
+        skin_mm=_u(rng, 1.5, 2.5),
+        fat_mm=_u(rng, 1.5, 4.0),
+        temporalis_mm=_u(rng, 6.0, 12.0),
+        cortical_hu=_u(rng, 1350, 1700),
+        petrous_hu=_u(rng, 1600, 1850),
+        diploe_hu=_u(rng, 400, 600),
+        cancellous_hu=_u(rng, 230, 370),
+        soft_hu=_u(rng, 38, 52),
+        fat_hu=_u(rng, -110, -90),
+        vitreous_hu=_u(rng, 5, 15),
+        lens_hu=_u(rng, 90, 120),
+        spinal_csf_hu=_u(rng, 4, 11),
+        cord_hu=_u(rng, 29, 37),
+        disc_hu=_u(rng, 70, 100),
+        globe_mm=_u(rng, 11.5, 12.5),
+        frontal_sinus=0.0 if rng.random() < 0.12 else _u(rng, 0.6, 1.3),
+        sphenoid_sinus=_u(rng, 0.8, 1.2),
+        maxillary_sinus=_u(rng, 0.85, 1.15),
+        mastoid=_u(rng, 0.5, 1.2),
+        cell_mm=_u(rng, 3.5, 6.0),
+        cell_phase=rng.uniform(0, 6, size=3),
+        headrest=bool(rng.random() < 0.9),
+        headrest_radius_mm=_u(rng, 95, 115),
+        headrest_pad_mm=_u(rng, 5, 18),
+        headrest_shell_mm=_u(rng, 2.0, 4.0),
+        headrest_shell_hu=_u(rng, 150, 400),
+        headrest_foam_hu=_u(rng, -920, -780),
+    )
+
+
+def _rotation(deg: np.ndarray) -> np.ndarray:
+    ax, ay, az = np.deg2rad(deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    """World <-> template mapping without the smooth displacement: ``world = centre + R S (t - t_centre)``."""
+
+    rotation: np.ndarray
+    scale: np.ndarray
+    centre_world: np.ndarray
+    centre_template: np.ndarray
+
+    @classmethod
+    def from_params(cls, params: AnatomyParams) -> HeadPose:
+        """The pose of ``params``."""
+        return cls(
+            rotation=_rotation(params.rotation_deg),
+            scale=np.asarray(params.scale, dtype=np.float64),
+            centre_world=np.asarray(params.centre_world, dtype=np.float64),
+            centre_template=np.asarray(LANDMARKS["head_centre"], dtype=np.float64),
+        )
+
+    @property
+    def forward(self) -> np.ndarray:
+        """3x3 linear part template -> world."""
+        return self.rotation @ np.diag(self.scale)
+
+    @property
+    def inverse(self) -> np.ndarray:
+        """3x3 linear part world -> template."""
+        return np.diag(1.0 / self.scale) @ self.rotation.T
+
+    def to_world(self, points: np.ndarray) -> np.ndarray:
+        """Map (N, 3) template points to world (displacement ignored)."""
+        return (np.asarray(points, dtype=np.float64) - self.centre_template) @ self.forward.T + self.centre_world
+
+    def normal_to_world(self, normal_template: np.ndarray) -> np.ndarray:
+        """Map a plane normal from template to world (unit length)."""
+        n = self.inverse.T @ np.asarray(normal_template, dtype=np.float64)
+        return n / np.linalg.norm(n)
+
+
+@dataclass
+class Composition:
+    """Result of :func:`compose_head` on the coarse grid.
+
+    Attributes:
+        hu: float32 noise-free HU.
+        cavity: float32 cranial-cavity coverage in [0, 1] (the label's source).
+        tissue: uint8 tissue codes (:data:`TISSUES`).
+        foramen_magnum: world point and unit normal (oriented superior) of the foramen magnum plane.
+        template_coords: the (3, X, Y, Z) template coordinates of each voxel (kept for pathology hooks).
+    """
+
+    hu: np.ndarray
+    cavity: np.ndarray
+    tissue: np.ndarray
+    foramen_magnum: tuple[np.ndarray, np.ndarray]
+
+
+#: Template box (mm) holding every painted structure of the head, neck included; outside it there is only air.
+_HEAD_BOX = ((5.0, -30.0, -160.0), (205.0, 222.0, 205.0))
+#: Voxels per chunk: composition runs slab by slab so that its many elementwise passes stay in cache.
+_CHUNK_VOXELS = 600_000
+
+
+class _Head:
+    """Per-phantom state shared by all chunks: the pose, the head-box grid, smooth fields and the template samples.
+
+    The template coordinates and the cavity distance are sampled on a grid of twice the spacing and interpolated
+    trilinearly per chunk (both are smooth); the atlas HU is sampled at full resolution near the cavity.
+    """
+
+    def __init__(self, grid: CoarseGrid, template: Template, params: AnatomyParams, rng: np.random.Generator):
+        import torch
+
+        self.params = params
+        self.template = template
+        self.pose = HeadPose.from_params(params)
+        self.width = grid.mean_spacing / float(np.mean(params.scale))  # one voxel in template mm
+        self.max_disp = 4.0 * params.deformation_mm
+        self.full_grid = grid
+        self.grid = grid
+        region = self.box(*_HEAD_BOX) or tuple(slice(0, 1) for _ in range(3))
+        self.region = region
+        origin = grid.origin + grid.spacing * np.array([r.start for r in region], dtype=np.float64)
+        shape = tuple(r.stop - r.start for r in region)
+        self.grid = CoarseGrid(origin=origin, spacing=grid.spacing, shape=shape)
+
+        half_shape = tuple((n + 2) // 2 for n in shape)  # fine index 2 i, up to 2 (h - 1) >= n - 1
+        half = CoarseGrid(origin=origin, spacing=2.0 * grid.spacing, shape=half_shape)
+        padded = tuple(2 * h - 1 for h in half_shape)
+        self.displacement = SmoothField(rng, padded, grid.spacing, 45.0, channels=3)
+        self.inverse = self.pose.inverse.astype(np.float32)
+        coarse = torch.empty((4,) + half_shape, dtype=torch.float32)
+        coords = self._template_coords(half, self.displacement(*(slice(None, None, 2),) * 3))
+        for d in range(3):
+            coarse[d] = torch.from_numpy(coords[d])
+        coarse[3] = _sample_template(template, coords, 1)
+        self.half = coarse[3:4]  # cavity distance on the half grid
+        near = np.argwhere((coarse[3] < 2.0 * half.spacing.max()).numpy())
+        if near.size:
+            lo = np.maximum(2 * near.min(0) - 2, 0)
+            hi = np.minimum(2 * near.max(0) + 3, shape)
+            self.atlas_box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        else:
+            self.atlas_box = None
+        self.noise = SmoothField(rng, shape, grid.spacing, 35.0, channels=2)
+        self.texture = SmoothField(rng, shape, grid.spacing, max(5.0, 1.5 * grid.mean_spacing))
+        self.cells = SmoothField(rng, shape, grid.spacing, max(params.cell_mm, 1.5 * grid.mean_spacing), channels=3)
+        self.wobble = SmoothField(rng, shape, grid.spacing, max(8.0, 1.5 * grid.mean_spacing))
+
+    def _template_coords(self, grid: CoarseGrid, disp: np.ndarray) -> list[np.ndarray]:
+        """Template coordinates of the voxels of ``grid``: the inverse pose plus the displacement ``disp``."""
+        inv = self.inverse
+        ax = [grid.axis(d).astype(np.float32) - np.float32(self.pose.centre_world[d]) for d in range(3)]
+        out = []
+        for d in range(3):
+            c = disp[d] * np.float32(self.params.deformation_mm)
+            c += (inv[d, 0] * ax[0])[:, None, None]
+            c += (inv[d, 1] * ax[1])[None, :, None]
+            c += (inv[d, 2] * ax[2] + np.float32(self.pose.centre_template[d]))[None, None, :]
+            out.append(c)
+        return out
+
+    def box(self, lo, hi) -> tuple[slice, slice, slice] | None:
+        """Grid slices covering the template box [lo, hi] (with the displacement and two voxels of margin)."""
+        lo = np.asarray(lo, dtype=np.float64)
+        hi = np.asarray(hi, dtype=np.float64)
+        corners = np.array(
+            [[(lo, hi)[a][0], (lo, hi)[b][1], (lo, hi)[c][2]] for a in (0, 1) for b in (0, 1) for c in (0, 1)]
+        )
+        world = self.pose.to_world(corners)
+        margin = self.max_disp * float(np.max(self.params.scale)) + 2 * float(self.grid.spacing.max())
+        wlo = world.min(0) - margin
+        whi = world.max(0) + margin
+        sl = []
+        for d in range(3):
+            i0 = int(np.floor((wlo[d] - self.grid.origin[d]) / self.grid.spacing[d]))
+            i1 = int(np.ceil((whi[d] - self.grid.origin[d]) / self.grid.spacing[d])) + 1
+            i0, i1 = max(i0, 0), min(i1, self.grid.shape[d])
+            if i1 <= i0:
+                return None
+            sl.append(slice(i0, i1))
+        return tuple(sl)
+
+    def chunks(self):
+        """Yield the :class:`_Chunk` slabs of the head box, inferior to superior."""
+        nx, ny, nz = self.grid.shape
+        step = max(2, 2 * (_CHUNK_VOXELS // max(1, nx * ny) // 2))
+        for z0 in range(0, nz, step):
+            yield _Chunk(self, z0, min(nz, z0 + step))
+
+
+def _sample_template(template: Template, coords, channel: int):
+    """Trilinear samples of one template channel at template coordinates (3 arrays; clamped at the border)."""
+    import torch
+
+    norm = []
+    for d in (2, 1, 0):  # input (C, X, Y, Z) is (C, D, H, W): the grid lists normalised (z, y, x)
+        scale = np.float32(2.0 / (template.spacing * (template.shape[d] - 1)))
+        offset = np.float32(template.origin[d] * scale + 1.0)
+        norm.append(np.asarray(coords[d], dtype=np.float32) * scale - offset)
+    grid_t = torch.from_numpy(np.stack(norm, axis=-1))[None]
+    fields = torch.from_numpy(template.fields[channel : channel + 1])[None]
+    return torch.nn.functional.grid_sample(fields, grid_t, mode="bilinear", padding_mode="border", align_corners=True)[
+        0, 0
+    ]
+
+
+class _Chunk:
+    """A slab ``[z0, z1)`` of the head box: template coordinates, cavity distance, atlas HU and the canvas."""
+
+    def __init__(self, head: _Head, z0: int, z1: int):
+        import torch.nn.functional as F
+
+        self.head = head
+        self.params = head.params
+        self.pose = head.pose
+        self.width = head.width
+        self.z0, self.z1 = z0, z1
+        nx, ny, _ = head.grid.shape
+        self.shape = (nx, ny, z1 - z0)
+        origin = head.grid.origin + np.array([0.0, 0.0, z0 * head.grid.spacing[2]])
+        self.grid = CoarseGrid(origin=origin, spacing=head.grid.spacing, shape=self.shape)
+        h0, h1 = z0 // 2, (z1 - 1) // 2 + 1  # half-grid planes covering fine planes [2 h0, 2 h1]
+        slab = head.half[:, :, :, h0 : h1 + 1]
+        size = (2 * head.half.shape[1] - 1, 2 * head.half.shape[2] - 1, 2 * (h1 - h0) + 1)
+        fine = F.interpolate(slab[None], size=size, mode="trilinear", align_corners=True)[0, 0]
+        self.dist = np.ascontiguousarray(fine[:nx, :ny, z0 - 2 * h0 : z1 - 2 * h0].numpy())
+        del fine
+        disp = head.displacement(slice(0, nx), slice(0, ny), slice(z0, z1))
+        self.tx, self.ty, self.tz = head._template_coords(self.grid, disp)
+        self.atlas = np.zeros(self.shape, dtype=np.float32)
+        box = head.atlas_box
+        if box is not None and box[2].start < z1 and box[2].stop > z0:
+            zb = slice(max(box[2].start, z0) - z0, min(box[2].stop, z1) - z0)
+            local = (box[0], box[1], zb)
+            self.atlas[local] = _sample_template(
+                head.template, [c[local] for c in (self.tx, self.ty, self.tz)], 0
+            ).numpy()
+        self.hu = np.full(self.shape, AIR_HU, dtype=np.float32)
+        self.tissue = np.zeros(self.shape, dtype=np.uint8)
+        self.inside: np.ndarray | None = None  # skin coverage, set once the body is painted
+        self.noise = self.field(head.noise)
+        self.texture = self.field(head.texture)[0]
+
+    def field(self, field: SmoothField, sl=None) -> np.ndarray:
+        """A head-wide smooth field on the chunk (or on the chunk-local box ``sl``)."""
+        sl = sl or (slice(None), slice(None), slice(None))
+        zs = slice(self.z0 + (sl[2].start or 0), self.z0 + (sl[2].stop if sl[2].stop is not None else self.shape[2]))
+        return field(sl[0], sl[1], zs)
+
+    # -- regions -------------------------------------------------------------------------------------------------
+    def box(self, lo, hi) -> tuple[slice, slice, slice] | None:
+        """Chunk-local slices covering the template box [lo, hi], or None when it misses the chunk."""
+        sl = self.head.box(lo, hi)
+        if sl is None:
+            return None
+        z0, z1 = max(sl[2].start, self.z0), min(sl[2].stop, self.z1)
+        if z1 <= z0:
+            return None
+        return sl[0], sl[1], slice(z0 - self.z0, z1 - self.z0)
+
+    def box_around(self, centre, radius) -> tuple[slice, slice, slice] | None:
+        r = np.broadcast_to(np.asarray(radius, dtype=np.float64), (3,))
+        return self.box(np.asarray(centre) - r, np.asarray(centre) + r)
+
+    def coords(self, sl):
+        return self.tx[sl], self.ty[sl], self.tz[sl]
+
+    # -- painting ------------------------------------------------------------------------------------------------
+    def paint(self, sl, alpha: np.ndarray, value, tissue: str) -> None:
+        """Blend ``value`` over the canvas with coverage ``alpha`` and set the tissue code where ``alpha >= 0.5``."""
+        hu = self.hu[sl]
+        hu += alpha * (np.asarray(value, dtype=np.float32) - hu)
+        mask = alpha >= 0.5
+        if mask.shape != hu.shape:
+            mask = np.broadcast_to(mask, hu.shape)
+        self.tissue[sl][mask] = TISSUES[tissue]
+
+    def paint_shape(self, sl, sdf: np.ndarray, value, tissue: str, keep_cavity_wall: float | None = None) -> None:
+        alpha = coverage(sdf, self.width)
+        if keep_cavity_wall is not None:
+            alpha *= coverage(np.float32(keep_cavity_wall) - self.dist[sl], self.width)
+        self.paint(sl, alpha, value, tissue)
+
+    def paint_bone(self, sl, sdf: np.ndarray, cortex_mm: float, cortex_hu, inner_hu, inner: str) -> None:
+        """A bone with a cortical shell ``cortex_mm`` thick around a cancellous/diploic core."""
+        self.paint(sl, coverage(sdf, self.width), cortex_hu, "cortical_bone")
+        self.paint(sl, coverage(sdf + np.float32(cortex_mm), self.width), inner_hu, inner)
+
+
+def _both_sides(point) -> list[tuple[float, float, float]]:
+    return [tuple(float(v) for v in point), mirror_x(point, _MID)]
+
+
+def compose_head(
+    grid: CoarseGrid,
+    template: Template,
+    params: AnatomyParams,
+    rng: np.random.Generator,
+    pathology=None,
+) -> Composition:
+    """Paint one head on ``grid``.
+
+    Args:
+        grid: the world-aligned coarse grid.
+        template: template fields at a resolution close to ``grid.spacing``.
+        params: anatomy parameters from :func:`draw_anatomy_params`.
+        rng: random generator for the smooth fields (consumed deterministically).
+        pathology: optional object with ``skull_defect(builder)``, ``before_cavity(builder)`` and
+            ``cavity_content(builder, content)`` hooks (see :mod:`bundle.data.phantom_pathology`).
+
+    Returns:
+        The :class:`Composition`.
+
+    Example:
+        >>> from bundle.data.phantom_acquisition import CoarseGrid
+        >>> from bundle.data.phantom_template import get_template
+        >>> g = CoarseGrid(origin=np.array([-110.0, -110.0, 0.0]), spacing=4.0, shape=(56, 56, 50))
+        >>> c = compose_head(g, get_template(4.0), draw_anatomy_params(np.random.default_rng(0)),
+        ...                  np.random.default_rng(1))
+        >>> bool(c.cavity.max() == 1.0)
+        True
+    """
+    head = _Head(grid, template, params, rng)
+    hu = np.full(grid.shape, AIR_HU, dtype=np.float32)
+    tissue = np.zeros(grid.shape, dtype=np.uint8)
+    cav = np.zeros(grid.shape, dtype=np.float32)
+    rx, ry, rz = head.region
+    for chunk in head.chunks():
+        cavity = _paint_chunk(chunk, params, pathology)
+        zs = slice(rz.start + chunk.z0, rz.start + chunk.z1)
+        hu[rx, ry, zs] = chunk.hu
+        tissue[rx, ry, zs] = chunk.tissue
+        cav[rx, ry, zs] = cavity
+    if params.headrest:
+        _paint_headrest(hu, tissue, grid, head.pose, params, template)
+    fm_point, fm_normal = _foramen_magnum_plane(head.pose)
+    return Composition(hu=hu, cavity=cav, tissue=tissue, foramen_magnum=(fm_point, fm_normal))
+
+
+def _foramen_magnum_plane(pose: HeadPose) -> tuple[np.ndarray, np.ndarray]:
+    """World point and superior unit normal of the foramen magnum plane (the label's lower bound)."""
+    fm = LANDMARKS["foramen_magnum"]
+    return pose.to_world(np.array([fm]))[0], pose.normal_to_world(np.array([0.0, 0.0, 1.0]))
+
+
+def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
+    """Paint every structure into one chunk; return its cranial-cavity coverage."""
+    grid = b.grid
+    w = b.width
+    full = (slice(None),) * 3
+    noise = b.noise
+    texture = b.texture
+
+    # ---- skull thickness and scalp fields ----------------------------------------------------------------------
+    thick = noise[0] * np.float32(p.skull_variation * p.skull_mm)
+    thick += np.float32(p.skull_mm)
+    scalp = np.full(grid.shape, p.scalp_mm, dtype=np.float32)
+    bumps = [
+        ((105.0, 18.0, 80.0), (30.0, 14.0, 25.0), 2.5, 2.0),  # occiput: thicker bone and scalp
+        ((105.0, 95.0, 36.0), (16.0, 24.0, 8.0), 5.0, 0.0),  # central skull base
+        ((105.0, 182.0, 80.0), (18.0, 8.0, 14.0), 7.0 * min(p.frontal_sinus, 1.0), 0.0),  # frontal sinus
+    ]
+    for centre, sigma, dt, ds in bumps:
+        sl = b.box_around(centre, 3 * np.asarray(sigma))
+        if sl is None or (dt == 0 and ds == 0):
+            continue
+        g = gaussian_bump(*b.coords(sl), centre, sigma)
+        thick[sl] += np.float32(dt) * g
+        if ds:
+            scalp[sl] += np.float32(ds) * g
+    for centre in _both_sides((167.0, 100.0, 70.0)):
+        sigma = (12.0, 30.0, 20.0)
+        sl = b.box_around(centre, 3 * np.asarray(sigma))
+        if sl is None:
+            continue
+        g = gaussian_bump(*b.coords(sl), centre, sigma)
+        thick[sl] *= 1.0 - np.float32(0.5) * g  # thin temporal squama
+        scalp[sl] += np.float32(p.temporalis_mm) * g  # temporalis muscle
+
+    defect = pathology.skull_defect(b) if pathology is not None else None  # (weight, bulge) or None
+    envelope_t = thick if defect is None else thick * (1.0 - defect[0]) + defect[1] * defect[0]
+
+    # ---- body envelope: scalp over the vault, face, nose, jaw, neck, ears -------------------------------------------
+    body = b.dist - (envelope_t + scalp)
+    parts = [
+        ("ellipsoid", (105.0, 148.0, 30.0), (64.0, 48.0, 44.0), 14.0),  # face
+        ("ellipsoid", (105.0, 118.0, 22.0), (68.0, 52.0, 40.0), 14.0),  # cheeks and masseters
+        ("ellipsoid", (105.0, 138.0, -6.0), (56.0, 50.0, 36.0), 14.0),  # jaw
+        ("neck", (105.0, 82.0, 40.0), (60.0, 60.0), 18.0),
+    ]
+    for kind, centre, radii, k in parts:
+        if kind == "ellipsoid":
+            sl = b.box_around(centre, np.asarray(radii) + k)
+            if sl is None:
+                continue
+            shape = ellipsoid_sdf(*b.coords(sl), centre, radii)
+        else:
+            sl = b.box(
+                (centre[0] - radii[0] - k, centre[1] - radii[1] - k, -400.0),
+                (centre[0] + radii[0] + k, centre[1] + radii[1] + k, centre[2] + k),
+            )
+            if sl is None:
+                continue
+            x, y, z = b.coords(sl)
+            shape = np.maximum(
+                ellipsoid_sdf(x, y, np.float32(0.0), (centre[0], centre[1], 0.0), radii + (1.0,)),
+                z - np.float32(centre[2]),
+            )
+        body[sl] = smooth_min(body[sl], shape, k)
+    nose = ((105.0, 186.0, 60.0), (105.0, 202.0, 24.0))
+    sl = b.box(np.minimum(*nose) - 14, np.maximum(*nose) + 14)
+    if sl is not None:
+        body[sl] = smooth_min(body[sl], capsule_sdf(*b.coords(sl), nose[0], nose[1], (5.0, 10.0)), 5.0)
+    for centre in _both_sides((173.0, 80.0, 46.0)):  # ears
+        radii = (8.0, 13.0, 24.0)
+        sl = b.box_around(centre, np.asarray(radii) + 8)
+        if sl is not None:
+            body[sl] = smooth_min(body[sl], ellipsoid_sdf(*b.coords(sl), centre, radii), 4.0)
+    b.inside = coverage(body + np.float32(1.5), w)  # inside the skin, for structures that must not poke out
+    b.paint(full, coverage(body, w), p.soft_hu + 4.0 * texture, "soft_tissue")
+    depth = -body
+    del body
+    fat_depth = np.full(grid.shape, p.fat_mm, dtype=np.float32)
+    sl = b.box((0, 0, -400), (210, 210, 40))
+    if sl is not None:
+        fat_depth[sl] += np.float32(4.0) * coverage(b.tz[sl] - 30.0, 20.0)  # thicker subcutaneous fat in the neck
+    b.paint(full, band(depth, p.skin_mm, p.skin_mm + fat_depth, w), p.fat_hu + 4.0 * texture, "fat")
+    del depth, fat_depth
+    for centre in _both_sides((145.0, 148.0, 18.0)):  # buccal fat pads
+        sl = b.box_around(centre, 16)
+        if sl is not None:
+            b.paint_shape(sl, ellipsoid_sdf(*b.coords(sl), centre, (9.0, 11.0, 10.0)), p.fat_hu, "fat")
+    for centre in _both_sides((128.0, 114.0, 14.0)):  # parapharyngeal fat
+        sl = b.box_around(centre, 16)
+        if sl is not None:
+            b.paint_shape(sl, ellipsoid_sdf(*b.coords(sl), centre, (5.0, 8.0, 13.0)), p.fat_hu, "fat")
+
+    # ---- skull vault ---------------------------------------------------------------------------------------------
+    cortical = np.float32(p.cortical_hu) + np.float32(110.0) * noise[1]
+    diploe = np.clip(p.diploe_hu + 70.0 * texture, 310.0, 690.0)
+    keep = None if defect is None else 1.0 - defect[0]
+    alpha = band(b.dist, 0.0, thick, w)
+    if keep is not None:
+        alpha *= keep
+    b.paint(full, alpha, cortical, "cortical_bone")
+    alpha = band(b.dist, p.inner_table_mm, thick - np.float32(p.outer_table_mm), w)
+    if keep is not None:
+        alpha *= keep
+    b.paint(full, alpha, diploe, "diploe")
+    del alpha, thick, scalp, envelope_t
+
+    # ---- skull base, face and spine bones --------------------------------------------------------------------------
+    cancellous = np.clip(p.cancellous_hu + 45.0 * texture, 160.0, 440.0)
+
+    def bone(sdf_fn, lo, hi, cortex=1.5, inner="diploe"):
+        sl = b.box(lo, hi)
+        if sl is None:
+            return
+        if inner == "diploe":
+            b.paint_bone(sl, sdf_fn(*b.coords(sl)), cortex, cortical[sl], diploe[sl], "diploe")
+        else:
+            b.paint_bone(sl, sdf_fn(*b.coords(sl)), cortex, cortical[sl], cancellous[sl], "cancellous_bone")
+
+    def ell(centre, radii):
+        return lambda x, y, z: ellipsoid_sdf(x, y, z, centre, radii)
+
+    def cap(a, c, r):
+        return lambda x, y, z: capsule_sdf(x, y, z, a, c, r)
+
+    def lohi(centre, radii, pad=2.0):
+        c, r = np.asarray(centre), np.asarray(radii) + pad
+        return c - r, c + r
+
+    bone(ell((105.0, 112.0, 40.0), (20.0, 22.0, 14.0)), *lohi((105.0, 112.0, 40.0), (20.0, 22.0, 14.0)))  # sphenoid
+    bone(cap((105.0, 100.0, 52.0), (105.0, 80.0, 35.0), 6.5), (95, 70, 25), (115, 110, 62))  # clivus
+    bone(ell((105.0, 160.0, 4.0), (18.0, 26.0, 4.0)), *lohi((105.0, 160.0, 4.0), (18.0, 26.0, 4.0)), 1.2, "cancellous")
+    for side in (1.0, -1.0):
+
+        def s(pt, side=side):
+            return (float(_MID + side * (pt[0] - _MID)), float(pt[1]), float(pt[2]))
+
+        mastoid = s(LANDMARKS["mastoid"])
+        bone(ell(mastoid, (11.0, 13.0, 16.0)), *lohi(mastoid, (11.0, 13.0, 16.0)))
+        cond = s(LANDMARKS["occipital_condyle"])
+        bone(ell(cond, (6.0, 10.0, 5.0)), *lohi(cond, (6.0, 10.0, 5.0)), 1.5, "cancellous")
+        zyg_body = s((158.0, 164.0, 40.0))
+        bone(ell(zyg_body, (8.0, 8.0, 10.0)), *lohi(zyg_body, (8.0, 8.0, 10.0)), 1.5, "cancellous")
+        # mandible: condyle and ramus
+        mc = s(LANDMARKS["mandible_condyle"])
+        bone(ell(mc, (8.0, 5.0, 5.0)), *lohi(mc, (8.0, 5.0, 5.0)), 1.5, "cancellous")
+        ramus, ramus_r = s((152.0, 114.0, 2.0)), (4.5, 13.0, 32.0)
+        bone(ell(ramus, ramus_r), *lohi(ramus, ramus_r), 1.5, "cancellous")
+        # C1 lateral mass
+        lm = s(LANDMARKS["c1_lateral_mass"])
+        bone(ell(lm, (7.0, 9.0, 7.0)), *lohi(lm, (7.0, 9.0, 7.0)), 1.5, "cancellous")
+        # C1 posterior arch, C2 laminae
+        a1, a2 = s((118.0, 52.0, 21.0)), (105.0, 43.0, 21.0)
+        bone(cap(a1, a2, 3.5), np.minimum(a1, a2) - 6, np.maximum(a1, a2) + 6, 1.2, "cancellous")
+        l1, l2 = s((116.0, 62.0, -6.0)), (105.0, 46.0, -6.0)
+        bone(cap(l1, l2, 4.0), np.minimum(l1, l2) - 6, np.maximum(l1, l2) + 6, 1.2, "cancellous")
+    bone(cap((92.0, 88.0, 21.0), (118.0, 88.0, 21.0), 4.5), (85, 80, 14), (125, 96, 28), 1.2, "cancellous")  # C1 arch
+    bone(cap((105.0, 80.0, 0.0), (105.0, 80.0, 25.0), 5.5), (97, 72, -8), (113, 88, 33), 1.5, "cancellous")  # dens
+    bone(ell((105.0, 82.0, -10.0), (9.5, 9.0, 12.0)), (93, 71, -24), (117, 93, 4), 1.5, "cancellous")  # C2 body
+    bone(cap((105.0, 46.0, -6.0), (105.0, 30.0, -12.0), 4.0), (98, 22, -20), (112, 52, 0), 1.2, "cancellous")
+    for zc in (-33.0, -52.0, -71.0):  # C3-C5 bodies and the discs above them
+        bone(ell((105.0, 84.0, zc), (10.0, 9.0, 7.5)), (93, 73, zc - 10), (117, 95, zc + 10), 1.2, "cancellous")
+        sl = b.box((93, 73, zc + 6), (117, 95, zc + 14))
+        if sl is not None:
+            b.paint_shape(
+                sl, ellipsoid_sdf(*b.coords(sl), (105.0, 84.0, zc + 10.0), (10.0, 9.0, 2.5)), p.disc_hu, "disc"
+            )
+    sl = b.box((93, 73, -26), (117, 95, -16))
+    if sl is not None:
+        b.paint_shape(sl, ellipsoid_sdf(*b.coords(sl), (105.0, 84.0, -23.0), (10.0, 9.0, 2.2)), p.disc_hu, "disc")
+    for side in (1.0, -1.0):  # dense petrous ridges and zygomatic arches (all cortical)
+        pl = (_MID + side * (LANDMARKS["petrous_lateral"][0] - _MID),) + LANDMARKS["petrous_lateral"][1:]
+        pa = (_MID + side * (LANDMARKS["petrous_apex"][0] - _MID),) + LANDMARKS["petrous_apex"][1:]
+        sl = b.box(np.minimum(pl, pa) - 11, np.maximum(pl, pa) + 11)
+        if sl is not None:
+            b.paint_shape(
+                sl, capsule_sdf(*b.coords(sl), pl, pa, (6.5, 4.5)), p.petrous_hu + 60.0 * noise[1][sl], "cortical_bone"
+            )
+        zf = (_MID + side * (LANDMARKS["zygoma_front"][0] - _MID),) + LANDMARKS["zygoma_front"][1:]
+        zb = (_MID + side * (LANDMARKS["zygoma_back"][0] - _MID),) + LANDMARKS["zygoma_back"][1:]
+        sl = b.box(np.minimum(zf, zb) - 6, np.maximum(zf, zb) + 6)
+        if sl is not None:
+            b.paint_shape(sl, capsule_sdf(*b.coords(sl), zf, zb, 3.2), cortical[sl], "cortical_bone")
+    nb = ((105.0, 185.0, 62.0), (105.0, 193.0, 46.0))
+    sl = b.box(np.minimum(*nb) - 5, np.maximum(*nb) + 5)
+    if sl is not None:
+        b.paint_shape(sl, capsule_sdf(*b.coords(sl), nb[0], nb[1], 2.5), cortical[sl], "cortical_bone")
+    for centre in _both_sides(LANDMARKS["maxillary_sinus"]):  # maxillary walls
+        radii = np.array((12.0, 16.0, 16.0)) * p.maxillary_sinus + 1.2
+        sl = b.box_around(centre, radii + 2)
+        if sl is not None:
+            b.paint_shape(sl, ellipsoid_sdf(*b.coords(sl), centre, radii), cortical[sl], "cortical_bone")
+
+    # ---- orbits --------------------------------------------------------------------------------------------------
+    for side in (1.0, -1.0):
+
+        def s(pt, side=side):
+            return (float(_MID + side * (pt[0] - _MID)), float(pt[1]), float(pt[2]))
+
+        apex, rim, globe = s(LANDMARKS["orbit_apex"]), s(LANDMARKS["orbit_rim"]), s(LANDMARKS["globe"])
+        sl = b.box(np.minimum(apex, rim) - 24, np.maximum(apex, rim) + 24)
+        if sl is None:
+            continue
+        x, y, z = b.coords(sl)
+        orbit = cone_sdf(x, y, z, apex, rim, 4.0, 17.0) + 2.0 * np.float32(w) * (1.0 - b.inside[sl])
+        wall = band(orbit, 0.0, 1.3, w) * coverage(-b.dist[sl], w)
+        b.paint(sl, wall, cortical[sl], "cortical_bone")
+        b.paint(sl, coverage(orbit, w) * coverage(1.4 - b.dist[sl], w), p.fat_hu, "fat")
+        gx = globe[0]
+        rg = p.globe_mm
+        muscles = [
+            (gx + side * (rg - 1.0), globe[1] - 4.0, globe[2]),
+            (gx - side * (rg - 1.5), globe[1] - 4.0, globe[2]),
+            (gx, globe[1] - 4.0, globe[2] + rg - 1.0),
+            (gx, globe[1] - 4.0, globe[2] - rg + 1.0),
+        ]
+        for m in muscles:
+            b.paint(
+                sl,
+                coverage(capsule_sdf(x, y, z, apex, m, (1.5, 2.6)), w) * coverage(1.4 - b.dist[sl], w),
+                p.soft_hu,
+                "soft_tissue",
+            )
+        nerve_end = (gx, globe[1] - rg + 1.0, globe[2])
+        b.paint(
+            sl,
+            coverage(capsule_sdf(x, y, z, apex, nerve_end, 2.2), w) * coverage(1.4 - b.dist[sl], w),
+            p.soft_hu - 5.0,
+            "soft_tissue",
+        )
+        b.paint_shape(sl, ellipsoid_sdf(x, y, z, globe, (rg, rg, rg)), p.soft_hu + 5.0, "soft_tissue")
+        b.paint_shape(sl, ellipsoid_sdf(x, y, z, globe, (rg - 1.1,) * 3), p.vitreous_hu, "vitreous")
+        lens = (gx, globe[1] + rg - 3.6, globe[2])
+        b.paint_shape(sl, ellipsoid_sdf(x, y, z, lens, (4.5, 1.9, 4.5)), p.lens_hu, "lens")
+
+    # ---- air spaces --------------------------------------------------------------------------------------------------
+    wall_mm = 1.2
+    sinuses = [
+        (LANDMARKS["sphenoid_sinus"], np.array((14.0, 11.0, 10.0)) * p.sphenoid_sinus, False),
+        (LANDMARKS["nasal_cavity"], np.array((12.0, 27.0, 20.0)), False),
+        (LANDMARKS["nasopharynx"], np.array((12.0, 9.0, 9.0)), False),
+    ]
+    if p.frontal_sinus > 0:
+        sinuses.append((LANDMARKS["frontal_sinus"], np.array((16.0, 4.0, 11.0)) * p.frontal_sinus, True))
+    for c in _both_sides(LANDMARKS["maxillary_sinus"]):
+        sinuses.append((c, np.array((12.0, 16.0, 16.0)) * p.maxillary_sinus, False))
+    for centre, radii, septum in sinuses:
+        sl = b.box_around(centre, radii + 2)
+        if sl is None:
+            continue
+        x, y, z = b.coords(sl)
+        b.paint_shape(sl, ellipsoid_sdf(x, y, z, centre, radii), AIR_HU, "sinus_air", keep_cavity_wall=wall_mm)
+        if septum:
+            alpha = coverage(np.abs(x - np.float32(_MID)) - 0.8, w) * coverage(ellipsoid_sdf(x, y, z, centre, radii), w)
+            b.paint(sl, alpha, cortical[sl], "cortical_bone")
+    oro = ((105.0, 121.0, 14.0), (105.0, 116.0, -80.0))
+    sl = b.box(np.minimum(*oro) - 10, np.maximum(*oro) + 10)
+    if sl is not None:
+        b.paint_shape(sl, capsule_sdf(*b.coords(sl), oro[0], oro[1], 7.0), AIR_HU, "sinus_air")
+    # nasal septum and turbinates
+    nc = LANDMARKS["nasal_cavity"]
+    sl = b.box_around(nc, (14.0, 29.0, 22.0))
+    if sl is not None:
+        x, y, z = b.coords(sl)
+        inside = coverage(ellipsoid_sdf(x, y, z, nc, (12.0, 27.0, 20.0)), w)
+        b.paint(sl, coverage(np.abs(x - np.float32(_MID)) - 1.0, w) * inside, cancellous[sl], "cancellous_bone")
+        for side in (1.0, -1.0):
+            for centre, radii in (((9.0, 165.0, 13.0), (4.0, 21.0, 4.5)), ((9.0, 168.0, 25.0), (3.5, 17.0, 3.5))):
+                c = (_MID + side * centre[0], centre[1], centre[2])
+                b.paint(sl, coverage(ellipsoid_sdf(x, y, z, c, radii), w) * inside, p.soft_hu, "soft_tissue")
+    # septated air cells: ethmoid and mastoid
+    cells = [(LANDMARKS["ethmoid"], np.array((10.0, 19.0, 12.0)))]
+    for c in _both_sides((163.0, 62.0, 38.0)):
+        cells.append((c, np.array((9.0, 11.0, 13.0)) * p.mastoid))
+    for centre, radii in cells:
+        sl = b.box_around(centre, radii + 2)
+        if sl is None:
+            continue
+        x, y, z = b.coords(sl)
+        shape = ellipsoid_sdf(x, y, z, centre, radii)
+        b.paint_shape(sl, shape, AIR_HU, "sinus_air", keep_cavity_wall=wall_mm)
+        warp = b.field(b.head.cells, sl) * np.float32(0.3 * p.cell_mm)
+        septa = septa_distance(x + warp[0], y + warp[1], z + warp[2], p.cell_mm, p.cell_phase) - np.float32(0.45)
+        alpha = coverage(septa, w) * coverage(shape, w) * coverage(wall_mm - b.dist[sl], w)
+        b.paint(sl, alpha, cortical[sl], "cortical_bone")
+    for c in _both_sides(LANDMARKS["ear_canal"]):  # external auditory canal
+        a2 = (c[0] - np.sign(c[0] - _MID) * 25.0, c[1], c[2])
+        a1 = (c[0] + np.sign(c[0] - _MID) * 7.0, c[1], c[2])
+        sl = b.box(np.minimum(a1, a2) - 6, np.maximum(a1, a2) + 6)
+        if sl is not None:
+            b.paint_shape(sl, capsule_sdf(*b.coords(sl), a1, a2, 3.5), AIR_HU, "sinus_air")
+
+    # ---- spinal canal through the foramen magnum -------------------------------------------------------------------
+    fm = LANDMARKS["foramen_magnum"]
+    top = (fm[0], fm[1], fm[2] + 6.0)
+    mid = (fm[0], fm[1] + 2.0, fm[2] - 14.0)
+    bottom = (fm[0], fm[1] + 9.0, -120.0)
+    sl = b.box((fm[0] - 18, fm[1] - 18, -130.0), (fm[0] + 18, fm[1] + 26, fm[2] + 24))
+    if sl is not None:
+        x, y, z = b.coords(sl)
+        canal = smooth_min(capsule_sdf(x, y, z, top, mid, (15.5, 11.5)), capsule_sdf(x, y, z, mid, bottom, 11.0), 3.0)
+        b.paint_shape(sl, canal, p.spinal_csf_hu, "spinal_csf")
+        b.paint_shape(sl, capsule_sdf(x, y, z, top, bottom, 5.5), p.cord_hu, "spinal_cord")
+
+    if pathology is not None:
+        pathology.before_cavity(b)
+
+    # ---- cranial cavity --------------------------------------------------------------------------------------------
+    fm_point, fm_normal = _foramen_magnum_plane(b.pose)
+    height = None
+    for d in range(3):
+        term = (grid.axis(d) - fm_point[d]).astype(np.float32) * np.float32(fm_normal[d])
+        term = term.reshape([-1 if e == d else 1 for e in range(3)])
+        height = term if height is None else height + term
+    cavity = coverage(b.dist, w)
+    cavity *= coverage(-height, grid.mean_spacing)
+    content = b.atlas
+    codes = None
+    if pathology is not None:
+        content, codes = pathology.cavity_content(b, content)
+    b.paint(full, cavity, content, "cavity")
+    if codes is not None:
+        for name, alpha in codes:
+            b.tissue[(alpha >= 0.5) & (cavity >= 0.5)] = TISSUES[name]
+    return cavity
+
+
+def _paint_headrest(hu, tissue, grid: CoarseGrid, pose: HeadPose, p: AnatomyParams, template: Template) -> None:
+    """A cradle (plastic shell and foam pad) under the occiput along the table (world z), painted over air only."""
+    back = pose.to_world(template.surface_points)
+    back_y = float(back[:, 1].min()) - (p.skull_mm + 2.5 + p.scalp_mm + 2.0) * float(np.mean(p.scale))
+    radius = p.headrest_radius_mm
+    axis_x = float(pose.centre_world[0])
+    axis_y = back_y - p.headrest_pad_mm + radius
+    x = grid.axis(0).astype(np.float32)[:, None]
+    y = grid.axis(1).astype(np.float32)[None, :]
+    dist = np.sqrt((x - axis_x) ** 2 + (y - axis_y) ** 2)
+    lower = coverage(y - np.float32(axis_y + 10.0), grid.mean_spacing)
+    shell = band(dist, radius, radius + p.headrest_shell_mm, grid.mean_spacing) * lower
+    foam = band(dist, radius - p.headrest_pad_mm, radius, grid.mean_spacing) * coverage(
+        y - np.float32(back_y + 25.0), 6.0
+    )
+    for alpha, value, name in (
+        (foam, p.headrest_foam_hu, "headrest_foam"),
+        (shell, p.headrest_shell_hu, "headrest_shell"),
+    ):
+        cols = np.nonzero(alpha.max(axis=1) > 0)[0]
+        rows = np.nonzero(alpha.max(axis=0) > 0)[0]
+        if rows.size == 0:
+            continue
+        sl = (slice(cols[0], cols[-1] + 1), slice(rows[0], rows[-1] + 1), slice(None))
+        a = alpha[sl[0], sl[1]][:, :, None] * (tissue[sl] == TISSUES["air"])
+        h = hu[sl]
+        h += a * (np.float32(value) - h)
+        tissue[sl][a >= 0.5] = TISSUES[name]
