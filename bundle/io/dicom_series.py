@@ -677,6 +677,7 @@ def resample_to_source_slices(
     *,
     order: int = 0,
     cval: float = 0.0,
+    indices: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Sample a volume at the pixel centres of the original DICOM slices: one frame per source slice.
 
@@ -690,10 +691,11 @@ def resample_to_source_slices(
         geometry: the source geometry, or its JSON (``meta["ct_source_geometry"]``).
         order: interpolation order, 0 (nearest, for masks and labels; default) or 1 (linear, for probabilities or HU).
         cval: value for source pixels outside the volume. Defaults to 0.0.
+        indices: which source slices (positions in ``geometry.files``). Default None: all.
 
     Returns:
-        Array ``(num_slices, Rows, Columns)`` in the geometry's slice order (``geometry.files``), dtype of ``volume``
-        for ``order=0``, float32 for ``order=1``.
+        Array ``(num_slices, Rows, Columns)`` in the geometry's slice order (``geometry.files``; only ``indices`` when
+        given), dtype of ``volume`` for ``order=0``, float32 for ``order=1``.
 
     Raises:
         ValueError: for a volume that is not 3D, a singular affine or an ``order`` other than 0 or 1.
@@ -720,9 +722,13 @@ def resample_to_source_slices(
     cc, rr = np.meshgrid(np.arange(geom.columns), np.arange(geom.rows), indexing="xy")
     pix = np.stack([cc.ravel(), rr.ravel(), np.zeros(cc.size), np.ones(cc.size)]).astype(np.float64)
     src = vol if order == 0 else vol.astype(np.float32, copy=False)
-    out = np.empty((geom.num_slices, geom.rows, geom.columns), dtype=src.dtype)
+    chosen = list(range(geom.num_slices)) if indices is None else [int(i) for i in indices]
+    if any(i < 0 or i >= geom.num_slices for i in chosen):
+        raise ValueError(f"indices must be in [0, {geom.num_slices}), got {indices}.")
+    out = np.empty((len(chosen), geom.rows, geom.columns), dtype=src.dtype)
     upper = (np.asarray(src.shape, dtype=np.float64) - 1)[:, None]
-    for i, to_ras in enumerate(geom.pixel_to_ras()):
+    to_ras_all = geom.pixel_to_ras()
+    for i, to_ras in enumerate(to_ras_all[chosen]):
         idx = (inverse @ to_ras @ pix)[:3]
         clipped = np.clip(idx, 0, upper)
         idx = np.where(np.abs(idx - clipped) < 1e-3, clipped, idx)  # a slice exactly on the first/last grid plane

@@ -475,8 +475,10 @@ class RandRotateTranslated(RandomizableTransform, MapTransform):
         prob: see :py:class:`RandRotateTranslate`. Defaults to 1.0.
         max_rotation_deg: see :py:class:`RandRotateTranslate`. Defaults to 10.0.
         max_translation_vox: see :py:class:`RandRotateTranslate`. Defaults to 20.0.
-        mode: per key, defaults to ``("bilinear", "binary")`` (image, 0/1 label).
-        padding_mode: per key, defaults to ``("border", "zeros")``.
+        mode: one for all keys or one per key. Default None: "bilinear" for the first key (the image) and "binary"
+            for the others (0/1 labels); use "nearest" for multi-class labels.
+        padding_mode: one for all keys or one per key. Default None: "border" for the first key, "zeros" for the
+            others.
         physical: see :py:class:`RotateTranslate`. Defaults to True.
         allow_missing_keys: don't raise for missing keys. Default False.
 
@@ -495,13 +497,16 @@ class RandRotateTranslated(RandomizableTransform, MapTransform):
         prob: float = 1.0,
         max_rotation_deg: Sequence[float] | float = 10.0,
         max_translation_vox: Sequence[float] | float = 20.0,
-        mode: Sequence[str] | str = ("bilinear", "binary"),
-        padding_mode: Sequence[str] | str = ("border", "zeros"),
+        mode: Sequence[str] | str | None = None,
+        padding_mode: Sequence[str] | str | None = None,
         physical: bool = True,
         allow_missing_keys: bool = False,
     ):
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
+        others = len(self.keys) - 1
+        mode = ("bilinear",) + ("binary",) * others if mode is None else mode
+        padding_mode = ("border",) + ("zeros",) * others if padding_mode is None else padding_mode
         self.mode = tuple(_check_option(m, _LABEL_MODES, "mode") for m in ensure_tuple_rep(mode, len(self.keys)))
         self.padding_mode = tuple(
             _check_option(p, _PADDING, "padding_mode") for p in ensure_tuple_rep(padding_mode, len(self.keys))

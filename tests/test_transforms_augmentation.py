@@ -1,0 +1,203 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The separable rotate/translate augmentation against MONAI's Affine, and its random dictionary wrapper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Affine
+from scipy import ndimage
+
+import bundle.transforms
+from bundle.transforms import (
+    RandRotateTranslate,
+    RandRotateTranslated,
+    RotateTranslate,
+    rotation_translation_matrix,
+    separable_affine,
+)
+
+
+def smooth_field(shape, seed=0):
+    """A smooth random volume (std about 3), like CT texture at a coarse scale."""
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy((ndimage.gaussian_filter(rng.normal(size=shape), 3) * 100).astype(np.float32))
+
+
+def ellipsoid(shape, radii):
+    grid = np.meshgrid(*[np.arange(n) - n / 2 for n in shape], indexing="ij")
+    return sum((g / r) ** 2 for g, r in zip(grid, radii, strict=True)) < 1
+
+
+def monai_affine(volume: torch.Tensor, matrix: np.ndarray, mode: str, padding_mode: str) -> torch.Tensor:
+    """MONAI's Affine with the same output -> source map (MONAI's matrix acts on centred coordinates)."""
+    centre = np.eye(4)
+    centre[:3, 3] = (np.asarray(volume.shape) - 1) / 2
+    centred = np.linalg.inv(centre) @ matrix @ centre
+    xform = Affine(affine=torch.as_tensor(centred), mode=mode, padding_mode=padding_mode, image_only=True)
+    return xform(volume[None].float())[0]
+
+
+def dice(a, b):
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+IMAGE_CASES = [
+    # angles (deg), translation (voxels), spacing (None: voxel space), padding
+    ((0, 0, 10), (0, 0, 0), None, "border"),
+    ((8, -9, 10), (5, -12, 3), None, "border"),
+    ((-10, 10, -10), (20, -20, 10), None, "zeros"),
+    ((7, 5, -9), (3, 3, 3), (0.5, 0.5, 2.0), "border"),
+]
+
+
+@pytest.mark.parametrize("angles,translation,spacing,padding", IMAGE_CASES)
+def test_image_matches_monai_affine(angles, translation, spacing, padding):
+    shape = (64, 72, 40)
+    volume = smooth_field(shape)
+    matrix = rotation_translation_matrix(shape, angles, translation, spacing)
+    ours = separable_affine(volume, matrix, "bilinear", padding).numpy()
+    reference = monai_affine(volume, matrix, "bilinear", padding).numpy()
+    inner = (slice(8, -8),) * 3  # the separable passes clip intermediate images: compare away from the borders
+    error = np.abs(ours - reference)[inner].mean()
+    change = np.abs(volume.numpy() - reference)[inner].mean()
+    assert error < 0.03 * volume.std().item()
+    assert error < 0.05 * change  # the error is small against what the transform does
+    assert np.abs(ours - reference).mean() < 0.15 * volume.std().item()
+
+
+@pytest.mark.parametrize("angles,translation", [((6, -8, 9), (12, -15, 6)), ((-10, 4, -7), (-20, 8, -10))])
+def test_binary_label_matches_monai_nearest(angles, translation):
+    shape = (144, 144, 96)
+    radii = (36, 42, 24)
+    label = torch.from_numpy(ellipsoid(shape, radii).astype(np.uint8))
+    matrix = rotation_translation_matrix(shape, angles, translation)
+    out = RotateTranslate(angles, translation, mode="binary", padding_mode="zeros")(label[None])[0]
+    assert out.dtype == torch.uint8 and set(torch.unique(out).tolist()) <= {0, 1}
+    reference = monai_affine(label, matrix, "nearest", "zeros").numpy() > 0.5
+    ours = out.numpy() > 0
+    assert dice(ours, reference) > 0.99
+    # against the exactly moved ellipsoid (sampled at the output voxel centres) ours is at least as close as MONAI's
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    source = index @ matrix[:3, :3].T + matrix[:3, 3] - np.array(shape) / 2
+    exact = ((source / np.array(radii)) ** 2).sum(-1).reshape(shape) < 1
+    assert dice(ours, exact) >= dice(reference, exact)
+
+
+def test_nearest_mode_keeps_label_values():
+    shape = (64, 64, 40)
+    label = np.zeros(shape, np.uint8)
+    label[ellipsoid(shape, (20, 22, 14))] = 1
+    label[ellipsoid(shape, (8, 9, 6))] = 3
+    angles, translation = (5, -7, 8), (4, -6, 2)
+    out = RotateTranslate(angles, translation, mode="nearest", padding_mode="zeros")(torch.from_numpy(label)[None])[0]
+    assert set(torch.unique(out).tolist()) == {0, 1, 3}
+    reference = monai_affine(
+        torch.from_numpy(label), rotation_translation_matrix(shape, angles, translation), "nearest", "zeros"
+    ).numpy()
+    assert dice(out.numpy() > 0, reference > 0) > 0.96  # each 1D pass rounds: a bit coarser than one 3D lookup
+    assert dice(out.numpy() == 3, reference == 3) > 0.9
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("padding", ["border", "zeros"])
+def test_identity_and_integer_translation_are_exact(mode, padding):
+    volume = smooth_field((20, 18, 12))
+    same = separable_affine(volume, np.eye(4), mode, padding)
+    torch.testing.assert_close(same, volume)
+    shifted = separable_affine(volume, rotation_translation_matrix(volume.shape, (0, 0, 0), (3, -2, 1)), mode, padding)
+    torch.testing.assert_close(shifted[3:, :-2, 1:], volume[:-3, 2:, :-1])
+    if padding == "zeros":
+        assert torch.all(shifted[:3] == 0) and torch.all(shifted[:, -2:] == 0)
+    else:
+        torch.testing.assert_close(shifted[:3, :-2, 1:], volume[:1, 2:, :-1].expand(3, -1, -1))
+
+
+def test_metatensor_affine_keeps_world_coordinates():
+    volume = torch.zeros(1, 40, 40, 24)
+    volume[0, 25, 12, 15] = 1000.0
+    affine = torch.tensor([[0.8, 0, 0, -10], [0, 0.8, 0, 5], [0, 0, 2.0, 30], [0, 0, 0, 1]], dtype=torch.float64)
+    img = MetaTensor(volume, affine=affine)
+    out = RotateTranslate((6, -4, 9), (3, -2, 1), mode="bilinear", padding_mode="zeros")(img)
+    assert isinstance(out, MetaTensor)
+    peak = np.unravel_index(int(torch.argmax(out)), out.shape[1:])
+    world_in = affine.numpy() @ np.array([25, 12, 15, 1.0])
+    world_out = out.affine.numpy() @ np.array([*peak, 1.0])
+    # the content moved in voxel space; the affine moved with it (within a voxel: the peak is interpolated)
+    assert np.linalg.norm(world_out[:3] - world_in[:3]) < 2.0
+    assert peak != (25, 12, 15)
+
+
+def test_physical_rotation_uses_spacing():
+    """With 0.5 x 0.5 x 2 mm voxels a physical rotation differs from the voxel-space one."""
+    img = MetaTensor(smooth_field((32, 32, 16))[None], affine=torch.diag(torch.tensor([0.5, 0.5, 2.0, 1.0])).double())
+    physical = RotateTranslate((10, 0, 0), physical=True)
+    voxel = RotateTranslate((10, 0, 0), physical=False)
+    np.testing.assert_allclose(
+        physical.matrix(img), rotation_translation_matrix((32, 32, 16), (10, 0, 0), (0, 0, 0), (0.5, 0.5, 2.0))
+    )
+    assert not np.allclose(physical.matrix(img), voxel.matrix(img))
+
+
+def test_random_dict_applies_one_draw_to_all_keys():
+    image = smooth_field((32, 28, 16))[None]
+    label = (image > 0).to(torch.uint8)
+    aug = RandRotateTranslated(["image", "label"]).set_random_state(seed=3)
+    out = aug({"image": image, "label": label})
+    angles, translation = aug.rand.angles_deg, aug.rand.translation_vox
+    assert all(abs(a) <= 10 for a in angles) and all(abs(t) <= 20 for t in translation)
+    torch.testing.assert_close(out["image"], RotateTranslate(angles, translation)(image))
+    expected_label = RotateTranslate(angles, translation, mode="binary", padding_mode="zeros")(label)
+    torch.testing.assert_close(out["label"], expected_label)
+    assert bundle.transforms.RandRotateTranslateD is bundle.transforms.RandRotateTranslateDict is RandRotateTranslated
+
+
+def test_random_state_is_passed_on_and_reproducible():
+    data = {"image": smooth_field((24, 24, 12))[None]}
+    first = RandRotateTranslated("image").set_random_state(seed=7)(data)["image"]
+    again = RandRotateTranslated("image").set_random_state(seed=7)(data)["image"]
+    other = RandRotateTranslated("image").set_random_state(seed=8)(data)["image"]
+    torch.testing.assert_close(first, again)
+    assert not torch.allclose(first, other)
+
+
+def test_parameters_cover_the_paper_ranges():
+    aug = RandRotateTranslate().set_random_state(seed=0)
+    draws = []
+    for _ in range(400):
+        aug.randomize()
+        draws.append([*aug.angles_deg, *aug.translation_vox])
+    draws = np.array(draws)
+    assert np.all(np.abs(draws[:, :3]) <= 10) and np.all(np.abs(draws[:, 3:]) <= 20)
+    assert np.all(np.abs(draws[:, :3]).max(0) > 9) and np.all(np.abs(draws[:, 3:]).max(0) > 18)
+
+
+def test_prob_zero_returns_the_input():
+    data = {"image": torch.zeros(1, 8, 8, 4)}
+    assert RandRotateTranslated("image", prob=0.0)(data)["image"] is data["image"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RandRotateTranslate(max_rotation_deg=45),
+        lambda: RandRotateTranslate(max_translation_vox=-1),
+        lambda: RandRotateTranslate(mode="cubic"),
+        lambda: RandRotateTranslated("image", padding_mode="reflection"),
+        lambda: RotateTranslate((1, 2), (0, 0, 0)),
+    ],
+)
+def test_bad_arguments(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="binary"):
+        RotateTranslate(mode="binary")(torch.full((1, 8, 8, 4), 2, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="too far from the identity"):
+        separable_affine(torch.zeros(8, 8, 8), rotation_translation_matrix((8, 8, 8), (90, 0, 0), (0, 0, 0)))
+    with pytest.raises(ValueError, match="3D"):
+        separable_affine(torch.zeros(8, 8), np.eye(4))
