@@ -123,7 +123,7 @@ def make_acquisition(
     ox = centre_xy_mm[0] - half * p
     oy = centre_xy_mm[1] - half * p * np.cos(t)
     # n . o = first_plane  with  n = (0, -sin t, cos t)
-    oz = (first_plane_mm + oy * np.sin(t)) / np.cos(t) - half * p * np.sin(t)
+    oz = (first_plane_mm + oy * np.sin(t)) / np.cos(t)
     affine = np.array(
         [
             [p, 0.0, 0.0, ox],

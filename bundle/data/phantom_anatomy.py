@@ -280,6 +280,7 @@ class Composition:
         hu: float32 noise-free HU.
         cavity: float32 cranial-cavity coverage in [0, 1] (the label's source).
         tissue: uint8 tissue codes (:data:`TISSUES`).
+        mixed: with ``track_mixed``, True where any painted coverage was strictly between 0 and 1 (partial volume).
         foramen_magnum: world point and unit normal (oriented superior) of the foramen magnum plane.
         template_coords: the (3, X, Y, Z) template coordinates of each voxel (kept for pathology hooks).
     """
@@ -287,11 +288,14 @@ class Composition:
     hu: np.ndarray
     cavity: np.ndarray
     tissue: np.ndarray
+    mixed: np.ndarray | None
     foramen_magnum: tuple[np.ndarray, np.ndarray]
 
 
 #: Template box (mm) holding every painted structure of the head, neck included; outside it there is only air.
 _HEAD_BOX = ((5.0, -30.0, -160.0), (205.0, 222.0, 205.0))
+#: Coverage strictly between this and 1 - this marks a voxel as a partial-volume mix of tissues.
+_MIXED = 0.004
 #: Voxels per chunk: composition runs slab by slab so that its many elementwise passes stay in cache.
 _CHUNK_VOXELS = 600_000
 
@@ -308,6 +312,7 @@ class _Head:
 
         self.params = params
         self.template = template
+        self.track_mixed = False
         self.pose = HeadPose.from_params(params)
         self.width = grid.mean_spacing / float(np.mean(params.scale))  # one voxel in template mm
         self.max_disp = 4.0 * params.deformation_mm
@@ -321,11 +326,14 @@ class _Head:
 
         half_shape = tuple((n + 2) // 2 for n in shape)  # fine index 2 i, up to 2 (h - 1) >= n - 1
         half = CoarseGrid(origin=origin, spacing=2.0 * grid.spacing, shape=half_shape)
-        padded = tuple(2 * h - 1 for h in half_shape)
-        self.displacement = SmoothField(rng, padded, grid.spacing, 45.0, channels=3)
+        # random fields anchored in world space around the head, so the head does not depend on the acquisition
+        corners = np.array(np.meshgrid(*zip(*_HEAD_BOX, strict=True), indexing="ij")).reshape(3, -1).T
+        world = self.pose.to_world(corners)
+        lo_w, hi_w = world.min(0) - 10.0, world.max(0) + 10.0
+        self.displacement = SmoothField(rng, lo_w, hi_w, 45.0, channels=3)
         self.inverse = self.pose.inverse.astype(np.float32)
         coarse = torch.empty((4,) + half_shape, dtype=torch.float32)
-        coords = self._template_coords(half, self.displacement(*(slice(None, None, 2),) * 3))
+        coords = self._template_coords(half, self.displacement(*(half.axis(d) for d in range(3))))
         for d in range(3):
             coarse[d] = torch.from_numpy(coords[d])
         coarse[3] = _sample_template(template, coords, 1)
@@ -337,10 +345,11 @@ class _Head:
             self.atlas_box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
         else:
             self.atlas_box = None
-        self.noise = SmoothField(rng, shape, grid.spacing, 35.0, channels=2)
-        self.texture = SmoothField(rng, shape, grid.spacing, max(5.0, 1.5 * grid.mean_spacing))
-        self.cells = SmoothField(rng, shape, grid.spacing, max(params.cell_mm, 1.5 * grid.mean_spacing), channels=3)
-        self.wobble = SmoothField(rng, shape, grid.spacing, max(8.0, 1.5 * grid.mean_spacing))
+        fine = 1.5 * grid.mean_spacing
+        self.noise = SmoothField(rng, lo_w, hi_w, 35.0, channels=2)
+        self.texture = SmoothField(rng, lo_w, hi_w, max(5.0, fine))
+        self.cells = SmoothField(rng, lo_w, hi_w, max(params.cell_mm, fine), channels=3)
+        self.wobble = SmoothField(rng, lo_w, hi_w, max(8.0, fine))
 
     def _template_coords(self, grid: CoarseGrid, disp: np.ndarray) -> list[np.ndarray]:
         """Template coordinates of the voxels of ``grid``: the inverse pose plus the displacement ``disp``."""
@@ -421,7 +430,7 @@ class _Chunk:
         fine = F.interpolate(slab[None], size=size, mode="trilinear", align_corners=True)[0, 0]
         self.dist = np.ascontiguousarray(fine[:nx, :ny, z0 - 2 * h0 : z1 - 2 * h0].numpy())
         del fine
-        disp = head.displacement(slice(0, nx), slice(0, ny), slice(z0, z1))
+        disp = head.displacement(*(self.grid.axis(d) for d in range(3)))
         self.tx, self.ty, self.tz = head._template_coords(self.grid, disp)
         self.atlas = np.zeros(self.shape, dtype=np.float32)
         box = head.atlas_box
@@ -434,14 +443,14 @@ class _Chunk:
         self.hu = np.full(self.shape, AIR_HU, dtype=np.float32)
         self.tissue = np.zeros(self.shape, dtype=np.uint8)
         self.inside: np.ndarray | None = None  # skin coverage, set once the body is painted
+        self.mixed = np.zeros(self.shape, dtype=bool) if head.track_mixed else None
         self.noise = self.field(head.noise)
         self.texture = self.field(head.texture)[0]
 
     def field(self, field: SmoothField, sl=None) -> np.ndarray:
         """A head-wide smooth field on the chunk (or on the chunk-local box ``sl``)."""
         sl = sl or (slice(None), slice(None), slice(None))
-        zs = slice(self.z0 + (sl[2].start or 0), self.z0 + (sl[2].stop if sl[2].stop is not None else self.shape[2]))
-        return field(sl[0], sl[1], zs)
+        return field(*(self.grid.axis(d)[sl[d]] for d in range(3)))
 
     # -- regions -------------------------------------------------------------------------------------------------
     def box(self, lo, hi) -> tuple[slice, slice, slice] | None:
@@ -470,6 +479,9 @@ class _Chunk:
         if mask.shape != hu.shape:
             mask = np.broadcast_to(mask, hu.shape)
         self.tissue[sl][mask] = TISSUES[tissue]
+        if self.mixed is not None:
+            part = (alpha > _MIXED) & (alpha < 1.0 - _MIXED)
+            self.mixed[sl] |= np.broadcast_to(part, hu.shape)
 
     def paint_shape(self, sl, sdf: np.ndarray, value, tissue: str, keep_cavity_wall: float | None = None) -> None:
         alpha = coverage(sdf, self.width)
@@ -493,6 +505,7 @@ def compose_head(
     params: AnatomyParams,
     rng: np.random.Generator,
     pathology=None,
+    track_mixed: bool = False,
 ) -> Composition:
     """Paint one head on ``grid``.
 
@@ -517,6 +530,8 @@ def compose_head(
         True
     """
     head = _Head(grid, template, params, rng)
+    head.track_mixed = track_mixed
+    mixed = np.zeros(grid.shape, dtype=bool) if track_mixed else None
     hu = np.full(grid.shape, AIR_HU, dtype=np.float32)
     tissue = np.zeros(grid.shape, dtype=np.uint8)
     cav = np.zeros(grid.shape, dtype=np.float32)
@@ -526,11 +541,13 @@ def compose_head(
         zs = slice(rz.start + chunk.z0, rz.start + chunk.z1)
         hu[rx, ry, zs] = chunk.hu
         tissue[rx, ry, zs] = chunk.tissue
+        if mixed is not None:
+            mixed[rx, ry, zs] = chunk.mixed
         cav[rx, ry, zs] = cavity
     if params.headrest:
-        _paint_headrest(hu, tissue, grid, head.pose, params, template)
+        _paint_headrest(hu, tissue, mixed, grid, head.pose, params, template)
     fm_point, fm_normal = _foramen_magnum_plane(head.pose)
-    return Composition(hu=hu, cavity=cav, tissue=tissue, foramen_magnum=(fm_point, fm_normal))
+    return Composition(hu=hu, cavity=cav, tissue=tissue, mixed=mixed, foramen_magnum=(fm_point, fm_normal))
 
 
 def _foramen_magnum_plane(pose: HeadPose) -> tuple[np.ndarray, np.ndarray]:
@@ -613,14 +630,16 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
         if sl is not None:
             body[sl] = smooth_min(body[sl], ellipsoid_sdf(*b.coords(sl), centre, radii), 4.0)
     b.inside = coverage(body + np.float32(1.5), w)  # inside the skin, for structures that must not poke out
-    b.paint(full, coverage(body, w), p.soft_hu + 4.0 * texture, "soft_tissue")
+    b.paint(full, coverage(body, w), np.clip(p.soft_hu + 4.0 * texture, 22.0, 68.0), "soft_tissue")
     depth = -body
     del body
     fat_depth = np.full(grid.shape, p.fat_mm, dtype=np.float32)
     sl = b.box((0, 0, -400), (210, 210, 40))
     if sl is not None:
         fat_depth[sl] += np.float32(4.0) * coverage(b.tz[sl] - 30.0, 20.0)  # thicker subcutaneous fat in the neck
-    b.paint(full, band(depth, p.skin_mm, p.skin_mm + fat_depth, w), p.fat_hu + 4.0 * texture, "fat")
+    b.paint(
+        full, band(depth, p.skin_mm, p.skin_mm + fat_depth, w), np.clip(p.fat_hu + 4.0 * texture, -118.0, -82.0), "fat"
+    )
     del depth, fat_depth
     for centre in _both_sides((145.0, 148.0, 18.0)):  # buccal fat pads
         sl = b.box_around(centre, 16)
@@ -632,7 +651,7 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
             b.paint_shape(sl, ellipsoid_sdf(*b.coords(sl), centre, (5.0, 8.0, 13.0)), p.fat_hu, "fat")
 
     # ---- skull vault ---------------------------------------------------------------------------------------------
-    cortical = np.float32(p.cortical_hu) + np.float32(110.0) * noise[1]
+    cortical = np.clip(np.float32(p.cortical_hu) + np.float32(110.0) * noise[1], 1050.0, 1850.0)
     diploe = np.clip(p.diploe_hu + 70.0 * texture, 310.0, 690.0)
     keep = None if defect is None else 1.0 - defect[0]
     alpha = band(b.dist, 0.0, thick, w)
@@ -714,7 +733,10 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
         sl = b.box(np.minimum(pl, pa) - 11, np.maximum(pl, pa) + 11)
         if sl is not None:
             b.paint_shape(
-                sl, capsule_sdf(*b.coords(sl), pl, pa, (6.5, 4.5)), p.petrous_hu + 60.0 * noise[1][sl], "cortical_bone"
+                sl,
+                capsule_sdf(*b.coords(sl), pl, pa, (6.5, 4.5)),
+                np.clip(p.petrous_hu + 60.0 * noise[1][sl], 1500.0, 1890.0),
+                "cortical_bone",
             )
         zf = (_MID + side * (LANDMARKS["zygoma_front"][0] - _MID),) + LANDMARKS["zygoma_front"][1:]
         zb = (_MID + side * (LANDMARKS["zygoma_back"][0] - _MID),) + LANDMARKS["zygoma_back"][1:]
@@ -862,10 +884,12 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
     if codes is not None:
         for name, alpha in codes:
             b.tissue[(alpha >= 0.5) & (cavity >= 0.5)] = TISSUES[name]
+            if b.mixed is not None:
+                b.mixed |= (alpha > _MIXED) & (alpha < 1.0 - _MIXED)
     return cavity
 
 
-def _paint_headrest(hu, tissue, grid: CoarseGrid, pose: HeadPose, p: AnatomyParams, template: Template) -> None:
+def _paint_headrest(hu, tissue, mixed, grid: CoarseGrid, pose: HeadPose, p: AnatomyParams, template: Template) -> None:
     """A cradle (plastic shell and foam pad) under the occiput along the table (world z), painted over air only."""
     back = pose.to_world(template.surface_points)
     back_y = float(back[:, 1].min()) - (p.skull_mm + 2.5 + p.scalp_mm + 2.0) * float(np.mean(p.scale))
@@ -893,3 +917,5 @@ def _paint_headrest(hu, tissue, grid: CoarseGrid, pose: HeadPose, p: AnatomyPara
         h = hu[sl]
         h += a * (np.float32(value) - h)
         tissue[sl][a >= 0.5] = TISSUES[name]
+        if mixed is not None:
+            mixed[sl] |= (a > _MIXED) & (a < 1.0 - _MIXED)

@@ -239,65 +239,66 @@ def mirror_x(point, midline_x: float) -> tuple[float, float, float]:
     return (2.0 * midline_x - float(point[0]), float(point[1]), float(point[2]))
 
 
-def _bspline_matrix(n: int, spacing: float, knot_mm: float) -> np.ndarray:
-    """(n, L) cubic B-spline interpolation weights from knots every ``knot_mm`` onto ``n`` samples ``spacing`` apart."""
-    pos = np.arange(n) * spacing / knot_mm  # in knot units
-    num_knots = int(np.floor(pos[-1])) + 4 if n else 4
-    base = np.floor(pos).astype(int)
-    t = (pos - base)[:, None]
+def _bspline_weights(pos: np.ndarray, lo: float, knot_mm: float, num_knots: int) -> np.ndarray:
+    """(n, num_knots) cubic B-spline weights of knots ``lo + knot_mm * (m - 1)`` at positions ``pos`` (clamped)."""
+    u = np.clip((np.asarray(pos, dtype=np.float64) - lo) / knot_mm, 0.0, num_knots - 3 - 1e-9)
+    base = np.floor(u).astype(int)
+    t = (u - base)[:, None]
     w = np.concatenate(
         [(1 - t) ** 3 / 6, (3 * t**3 - 6 * t**2 + 4) / 6, (-3 * t**3 + 3 * t**2 + 3 * t + 1) / 6, t**3 / 6], axis=1
     )
-    mat = np.zeros((n, num_knots), dtype=np.float64)
-    rows = np.arange(n)
+    mat = np.zeros((len(u), num_knots), dtype=np.float64)
+    rows = np.arange(len(u))
     for j in range(4):
         mat[rows, base + j] += w[:, j]
     return mat
 
 
 class SmoothField:
-    """Smooth zero-mean unit-variance random fields on a regular grid, evaluated on any box of it.
+    """Smooth zero-mean unit-variance random fields anchored in space (world mm), evaluated on any regular grid.
 
-    Cubic B-spline of Gaussian knots ``corr_mm`` apart, built separably (three small matrix products), variance
-    normalised exactly at every voxel. The knots are drawn once, so evaluating the field box by box (for example
-    slab by slab) gives the same values as evaluating it whole.
+    A cubic B-spline of Gaussian knots ``corr_mm`` apart on a lattice covering the box ``[lo, hi]``; evaluation on a
+    grid is separable (three small matrix products) and the variance is normalised exactly at every point. Because
+    the knots are tied to space and drawn once, the field has the same value at the same point whatever grid (slab,
+    box, resolution or extent) it is evaluated on. Beyond the box the field continues its border values.
 
     Args:
         rng: random generator (consumed deterministically at construction).
-        shape: grid shape (X, Y, Z).
-        spacing: grid spacing in mm (scalar or per axis).
+        lo: lower corner of the box (3,) in mm.
+        hi: upper corner of the box (3,) in mm.
         corr_mm: knot spacing in mm (> 0).
         channels: number of independent fields (default 1).
 
     Example:
-        >>> f = SmoothField(np.random.default_rng(0), (8, 9, 10), 2.0, 10.0, channels=2)
-        >>> whole = f()
-        >>> bool(np.allclose(f(slice(0, 8), slice(0, 9), slice(4, 10)), whole[:, :, :, 4:]))
-        True
+        >>> f = SmoothField(np.random.default_rng(0), (0, 0, 0), (20, 20, 20), 5.0, channels=2)
+        >>> x = np.arange(0.0, 20.0, 2.0)
+        >>> whole = f(x, x, x)
+        >>> bool(np.allclose(f(x, x, x[4:]), whole[:, :, :, 4:], atol=1e-6)), whole.shape
+        (True, (2, 10, 10, 10))
     """
 
-    def __init__(
-        self, rng: np.random.Generator, shape: tuple[int, int, int], spacing: float, corr_mm: float, channels: int = 1
-    ):
-        if not corr_mm > 0 or not np.all(np.asarray(spacing) > 0):
-            raise ValueError(f"spacing and corr_mm must be > 0, got {spacing}, {corr_mm}.")
-        spacings = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,))
-        mats = [_bspline_matrix(n, float(sp), corr_mm) for n, sp in zip(shape, spacings, strict=True)]
-        self.shape = tuple(int(n) for n in shape)
+    def __init__(self, rng: np.random.Generator, lo, hi, corr_mm: float, channels: int = 1):
+        lo = np.asarray(lo, dtype=np.float64).reshape(3)
+        hi = np.asarray(hi, dtype=np.float64).reshape(3)
+        if not corr_mm > 0 or np.any(hi < lo):
+            raise ValueError(f"corr_mm must be > 0 and hi >= lo, got {corr_mm}, {lo}, {hi}.")
+        self.lo = lo
+        self.corr_mm = float(corr_mm)
+        self.num_knots = tuple(int(np.floor((b - a) / corr_mm)) + 4 for a, b in zip(lo, hi, strict=True))
         self.channels = int(channels)
-        self.knots = rng.standard_normal((channels,) + tuple(m.shape[1] for m in mats)).astype(np.float32)
-        self.mats = [(m / np.sqrt((m**2).sum(axis=1))[:, None]).astype(np.float32) for m in mats]
+        self.knots = rng.standard_normal((channels,) + self.num_knots).astype(np.float32)
 
-    def __call__(self, sx: slice = slice(None), sy: slice = slice(None), sz: slice = slice(None)) -> np.ndarray:
-        """The fields on the box ``[sx, sy, sz]``: float32 (channels, nx, ny, nz)."""
+    def __call__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The fields on the grid ``x (nx,) x y (ny,) x z (nz,)`` (world mm): float32 (channels, nx, ny, nz)."""
         import torch
 
         parts = []
-        for m, s in zip(self.mats, (sx, sy, sz), strict=True):
-            sub = m[s]
-            cols = np.nonzero(sub.any(axis=0))[0]
+        for d, pos in enumerate((x, y, z)):
+            m = _bspline_weights(np.atleast_1d(pos), self.lo[d] - self.corr_mm, self.corr_mm, self.num_knots[d])
+            m /= np.sqrt((m**2).sum(axis=1))[:, None]
+            cols = np.nonzero(m.any(axis=0))[0]
             lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
-            parts.append((torch.from_numpy(np.ascontiguousarray(sub[:, lo:hi])), slice(lo, hi)))
+            parts.append((torch.from_numpy(np.ascontiguousarray(m[:, lo:hi], dtype=np.float32)), slice(lo, hi)))
         (mx, kx), (my, ky), (mz, kz) = parts
         out = torch.from_numpy(np.ascontiguousarray(self.knots[:, kx, ky, kz]))  # (c, a, b, d)
         out = torch.matmul(out, mz.T)  # (c, a, b, nz)
@@ -326,4 +327,6 @@ def smooth_noise(
         >>> smooth_noise(np.random.default_rng(0), (8, 9, 10), 2.0, 10.0, channels=2).shape
         (2, 8, 9, 10)
     """
-    return SmoothField(rng, shape, spacing, corr_mm, channels)()
+    axes = [np.arange(n) * float(spacing) for n in shape]
+    hi = [a[-1] if len(a) else 0.0 for a in axes]
+    return SmoothField(rng, (0.0, 0.0, 0.0), hi, corr_mm, channels)(*axes)

@@ -35,12 +35,20 @@ import numpy as np
 from bundle.data.datalist import DATALIST_SPLITS, write_datalist
 from bundle.data.phantom_acquisition import (
     Acquisition,
+    CoarseGrid,
     coarse_grid_for,
     make_acquisition,
     nearest_coarse_indices,
     resample_to_acquisition,
 )
-from bundle.data.phantom_anatomy import TISSUE_HU_RANGES, TISSUES, HeadPose, compose_head, draw_anatomy_params
+from bundle.data.phantom_anatomy import (
+    TISSUE_HU_RANGES,
+    TISSUES,
+    Composition,
+    HeadPose,
+    compose_head,
+    draw_anatomy_params,
+)
 from bundle.data.phantom_noise import apply_slice_noise, noise_bank, slice_noise
 from bundle.data.phantom_pathology import VARIANT_PROBABILITIES, VARIANTS, draw_pathology
 from bundle.data.phantom_template import LANDMARKS, get_template
@@ -55,6 +63,7 @@ __all__ = [
     "VARIANTS",
     "make_phantom",
     "make_phantom_dataset",
+    "phantom_anatomy",
 ]
 
 logger = logging.getLogger(__name__)
@@ -225,7 +234,7 @@ def make_phantom(
     template = get_template(max([s for s in _TEMPLATE_SPACINGS if s <= max(coarse, 1.0)]))
     grid = coarse_grid_for(acq, coarse)
     pathology = draw_pathology(path_rng, variant, template)
-    comp = compose_head(grid, template, params, field_rng, pathology)
+    comp = compose_head(grid, template, params, field_rng, pathology, track_mixed=return_tissues)
 
     image, label = _acquire(comp.hu, comp.cavity, grid, acq, sd, noise_rng, s_fm, s_bottom)
     info = {
@@ -248,8 +257,58 @@ def make_phantom(
         **params.summary(),
     }
     if return_tissues:
-        info["tissue_map"] = _pure_tissue_map(comp.tissue, grid, acq)
+        tissue_map = _pure_tissue_map(comp.tissue, comp.mixed, grid, acq)
+        tissue_map[image == OUTSIDE_FOV_HU] = 255  # not reconstructed
+        info["tissue_map"] = tissue_map
     return Phantom(image=image, label=label, affine=acq.affine.copy(), info=info)
+
+
+def phantom_anatomy(
+    seed: int,
+    *,
+    variant: str | None = None,
+    head_scale: float | None = None,
+    spacing_mm: float = 1.5,
+) -> tuple[Composition, CoarseGrid]:
+    """The noise-free anatomy of ``make_phantom(seed, variant=..., head_scale=...)`` on a world grid around the head.
+
+    A debugging and testing aid: the same head (pose, shape, tissues and pathology draw the same random streams as
+    :func:`make_phantom`) painted on a regular grid of ``spacing_mm`` without acquisition, with tissue codes and the
+    partial-volume mask (``Composition.mixed``).
+
+    Args:
+        seed: non-negative integer seed.
+        variant: as in :func:`make_phantom` (default None: drawn).
+        head_scale: as in :func:`make_phantom` (default None: drawn).
+        spacing_mm: grid spacing in mm (default 1.5; >= 0.5).
+
+    Returns:
+        ``(composition, grid)``.
+
+    Raises:
+        ValueError: on a negative seed, an unknown variant or a spacing below 0.5 mm.
+
+    Example:
+        >>> comp, grid = phantom_anatomy(0, spacing_mm=4.0)
+        >>> comp.tissue.shape == grid.shape
+        True
+    """
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS} or None, got {variant!r}.")
+    if not spacing_mm >= 0.5:
+        raise ValueError(f"spacing_mm must be >= 0.5, got {spacing_mm}.")
+    _, anat_rng, field_rng, path_rng, _ = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5))
+    params = draw_anatomy_params(anat_rng, head_scale)
+    variant_draw = VARIANTS[int(path_rng.choice(len(VARIANTS), p=VARIANT_PROBABILITIES))]
+    template = get_template(max([s for s in _TEMPLATE_SPACINGS if s <= max(spacing_mm, 1.0)]))
+    pathology = draw_pathology(path_rng, variant or variant_draw, template)
+    centre = HeadPose.from_params(params).centre_world
+    lo = centre + np.array([-115.0, -130.0, -120.0])
+    shape = tuple(int(v) for v in np.ceil(np.array([230.0, 255.0, 230.0]) / spacing_mm) + 1)
+    grid = CoarseGrid(origin=lo, spacing=spacing_mm, shape=shape)
+    return compose_head(grid, template, params, field_rng, pathology, track_mixed=True), grid
 
 
 def _acquire(hu, cavity, grid, acq: Acquisition, sd: float, rng: np.random.Generator, s_fm: float, s_bottom: float):
@@ -278,14 +337,15 @@ def _acquire(hu, cavity, grid, acq: Acquisition, sd: float, rng: np.random.Gener
     return np.ascontiguousarray(image.transpose(1, 2, 0)), np.ascontiguousarray(label.transpose(1, 2, 0))
 
 
-def _pure_tissue_map(tissue: np.ndarray, grid, acq: Acquisition) -> np.ndarray:
-    """Tissue code per output voxel where every coarse voxel it depends on has that code; 255 elsewhere."""
+def _pure_tissue_map(tissue: np.ndarray, mixed: np.ndarray, grid, acq: Acquisition) -> np.ndarray:
+    """Tissue code per output voxel where every coarse voxel it depends on is unmixed and has that code; else 255."""
     from scipy import ndimage
 
     half_slab = 0.5 * acq.slice_thickness_mm / np.cos(np.deg2rad(acq.gantry_tilt_deg))
     nz = 2 * int(math.ceil(half_slab / grid.spacing[2])) + 3
     size = (3, 3, nz)
     pure = ndimage.minimum_filter(tissue, size=size) == ndimage.maximum_filter(tissue, size=size)
+    pure &= ~ndimage.maximum_filter(mixed, size=size)
     coded = np.where(pure, tissue, np.uint8(255)).astype(np.uint8)
     ix, iy, iz = nearest_coarse_indices(grid, acq)
     return coded[ix, iy, iz]
