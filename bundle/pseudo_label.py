@@ -6,8 +6,8 @@ brain's 0-100 HU range, smooth, keep what the skull encloses, largest component,
 cranial cavity (brain + CSF inside the inner table) and made independent of FSL:
 
 1. light Gaussian smoothing (``smoothing_mm``) against noise;
-2. the skull: voxels >= ``bone_threshold_hu``, closed with a ball of ``bone_closing_mm`` to seal sutures and thin,
-   partial-volume bone;
+2. the skull: voxels >= ``bone_threshold_hu``, closed with a box of half-width ``bone_closing_mm`` to seal sutures
+   and thin, partial-volume bone;
 3. skull-bounded: a voxel is bounded by the skull when bone lies on at least ``min_bone_directions`` of the six
    axis-aligned rays from it to the volume's edge (left, right, front, back, up, down). Brain sees bone all round;
    scalp, face and neck see it on a few sides only. Unlike a 3D hole filling this needs no closed skull (the
@@ -18,7 +18,9 @@ cranial cavity (brain + CSF inside the inner table) and made independent of FSL:
    candidate, which cuts thin soft-tissue bridges (optic canals, fissures) to the orbits, nose and neck;
 6. foramen magnum: going down from the slice of largest area, the mask is cut at the first slice whose area falls
    below ``min_slice_area_fraction`` of the largest (the spinal canal is a small fraction of the brain's section);
-7. the partial-volume rim at the inner table (between ``soft_tissue_hu`` and ``boundary_hu``) is added back, then
+7. the partial-volume rim at the inner table is added back: connected voxels within ``rim_mm`` of the mask that are
+   at least half cavity, i.e. below the midpoint between the mask's median HU and the local bone HU (the
+   label convention of the phantoms: a voxel is cavity when at least half of it is), then
    largest component, 3D and axial hole filling (:func:`bundle.postprocessing.postprocess_cranial_cavity`).
 
 All distances are in mm (voxel spacing from the affine), so thick-slice and thin-slice data get the same treatment.
@@ -70,27 +72,22 @@ def _crop_box(mask: np.ndarray, pad: Sequence[int]) -> tuple[slice, ...] | None:
     )
 
 
+def _box_size(radius_mm: float, spacing: np.ndarray) -> tuple[int, ...]:
+    return tuple(2 * int(round(radius_mm / s)) + 1 for s in spacing)
+
+
 def _dilate_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    """Dilation by a ball of ``radius_mm`` (exact, via the Euclidean distance transform on the padded bounding box)."""
-    out = np.zeros_like(mask)
-    pad = [int(np.ceil(radius_mm / s)) + 1 for s in spacing]
-    box = _crop_box(mask, pad)
-    if box is None or radius_mm <= 0:
+    """Dilation by a box of half-width ``radius_mm`` per axis (separable maximum filter: fast for any radius)."""
+    if radius_mm <= 0:
         return mask.copy()
-    distance = ndimage.distance_transform_edt(~mask[box], sampling=spacing)
-    out[box] = distance <= radius_mm
-    return out
+    return ndimage.maximum_filter(mask, size=_box_size(radius_mm, spacing), mode="constant", cval=False)
 
 
 def _erode_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    """Erosion by a ball of ``radius_mm``; the outside of the array counts as background."""
-    out = np.zeros_like(mask)
-    box = _crop_box(mask, [0, 0, 0])
-    if box is None or radius_mm <= 0:
+    """Erosion by a box of half-width ``radius_mm`` per axis; the outside of the array counts as background."""
+    if radius_mm <= 0:
         return mask.copy()
-    distance = ndimage.distance_transform_edt(np.pad(mask[box], 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
-    out[box] = distance > radius_mm
-    return out
+    return ndimage.minimum_filter(mask, size=_box_size(radius_mm, spacing), mode="constant", cval=False)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -113,6 +110,21 @@ def _bone_direction_count(bone: np.ndarray) -> np.ndarray:
     return count
 
 
+def _partial_volume_rim(
+    mask: np.ndarray, raw: np.ndarray, bounded: np.ndarray, rim_mm: float, spacing: np.ndarray
+) -> np.ndarray:
+    """Grow ``mask`` by up to ``rim_mm`` into connected voxels that are at least half cavity.
+
+    With linear partial-volume mixing a voxel that is half cavity and half bone has the mean of the two HU values, so
+    a voxel is taken when its HU is at most the midpoint of the cavity's median HU and the local bone HU (the
+    maximum within two voxels, i.e. the inner table next to it).
+    """
+    cavity_hu = float(np.median(raw[mask]))
+    local_bone = ndimage.maximum_filter(raw, size=5, mode="nearest")
+    allowed = _dilate_mm(mask, rim_mm, spacing) & bounded & (raw <= (cavity_hu + local_bone) / 2.0)
+    return ndimage.binary_dilation(mask, iterations=-1, mask=allowed) | mask
+
+
 def pseudo_label_cranial_cavity(
     image_hu: np.ndarray,
     affine: np.ndarray,
@@ -121,9 +133,9 @@ def pseudo_label_cranial_cavity(
     smoothing_mm: float = 1.0,
     bone_closing_mm: float = 3.0,
     min_bone_directions: int = 5,
-    opening_mm: float = 3.0,
-    min_slice_area_fraction: float = 0.08,
-    boundary_hu: float = 400.0,
+    opening_mm: float = 5.0,
+    min_slice_area_fraction: float = 0.05,
+    rim_mm: float = 2.0,
 ) -> np.ndarray:
     """Classical cranial-cavity mask of a head CT (see the module docstring for the steps).
 
@@ -133,17 +145,17 @@ def pseudo_label_cranial_cavity(
         soft_tissue_hu: (low, high) HU range of cranial-cavity content after smoothing. Defaults to (0, 100).
         bone_threshold_hu: HU at and above which a (smoothed) voxel is bone. Defaults to 250.
         smoothing_mm: standard deviation of the Gaussian smoothing in mm (0 = none). Defaults to 1.
-        bone_closing_mm: radius of the ball that closes gaps in the skull (0 = none). Defaults to 3.
+        bone_closing_mm: half-width of the box that closes gaps in the skull (0 = none). Defaults to 3.
         min_bone_directions: how many of the six axis-aligned rays from a voxel must meet bone for the voxel to be
             skull-bounded, 1..6. Defaults to 5 (one open side allowed: the foramen magnum below the brainstem, a
             craniectomy).
-        opening_mm: radius of the erosion that cuts thin bridges before the largest component is taken (0 = none).
-            Defaults to 3.
+        opening_mm: half-width (box) of the erosion that cuts thin bridges before the largest component is taken
+            (0 = none). Defaults to 5.
         min_slice_area_fraction: below the slice of largest area, the mask stops at the first slice whose area is
-            under this fraction of the largest (foramen magnum). 0 disables the cut. Defaults to 0.08.
-        boundary_hu: face neighbours of the mask that are skull-bounded and below this (unsmoothed) value are added
-            at the end: the partial-volume rim at the inner table. A value <= the soft-tissue high end disables
-            it. Defaults to 400.
+            under this fraction of the largest (foramen magnum). 0 disables the cut. Defaults to 0.05.
+        rim_mm: how far (mm, box) the mask may grow at the end into connected voxels that are at least half
+            cavity by their HU: the partial-volume rim at the inner table, which the 0-100 HU range misses
+            (0 = no growth). Defaults to 2.
 
     Returns:
         uint8 mask, same shape as ``image_hu``, 1 = cranial cavity; all zero when nothing skull-bounded is found
@@ -171,6 +183,7 @@ def pseudo_label_cranial_cavity(
         ("smoothing_mm", smoothing_mm),
         ("bone_closing_mm", bone_closing_mm),
         ("opening_mm", opening_mm),
+        ("rim_mm", rim_mm),
     ):
         if not np.isfinite(value) or value < 0:
             raise PseudoLabelError(f"{name} must be a finite number >= 0, got {value!r}.")
@@ -214,9 +227,8 @@ def pseudo_label_cranial_cavity(
             mask[:, :, : cut + 1] = False
             logger.debug("pseudo-label: foramen magnum cut at slice %d of the head box", cut)
 
-    if boundary_hu > high:
-        # partial-volume voxels at the inner table are brighter than soft tissue but mostly cavity
-        mask |= ndimage.binary_dilation(mask) & bounded & (raw < boundary_hu)
+    if rim_mm > 0 and mask.any():
+        mask = _partial_volume_rim(mask, raw, bounded, rim_mm, spacing)
     out[head_box] = postprocess_cranial_cavity(mask, fill_holes_2d=True)
     return out
 
@@ -234,7 +246,7 @@ def pseudo_label_files(
     output: str | os.PathLike,
     overwrite: bool = False,
     bone_threshold_hu: float = 250.0,
-    min_slice_area_fraction: float = 0.08,
+    min_slice_area_fraction: float = 0.05,
 ) -> list[Path]:
     """Pseudo-label one NIfTI head CT or every NIfTI file in a folder; write one uint8 mask per input.
 
@@ -247,7 +259,7 @@ def pseudo_label_files(
         output: folder for the masks; created if missing. Required.
         overwrite: redo masks that already exist. Defaults to False (skip them, so an interrupted run resumes).
         bone_threshold_hu: see :func:`pseudo_label_cranial_cavity`. Defaults to 250.
-        min_slice_area_fraction: see :func:`pseudo_label_cranial_cavity`. Defaults to 0.08.
+        min_slice_area_fraction: see :func:`pseudo_label_cranial_cavity`. Defaults to 0.05.
 
     Returns:
         The mask paths written (skipped ones excluded).

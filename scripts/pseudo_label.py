@@ -27,7 +27,7 @@ def main(
     output: str,
     overwrite: bool = False,
     bone_threshold_hu: float = 250.0,
-    min_slice_area_fraction: float = 0.08,
+    min_slice_area_fraction: float = 0.05,
     verbose: bool = False,
 ) -> None:
     """Pseudo-label a NIfTI head CT file or folder into OUTPUT.
@@ -37,7 +37,7 @@ def main(
         output: folder for the masks (created; must not be inside the input folder or be the input file's folder).
         overwrite: redo masks that already exist in OUTPUT. Defaults to False.
         bone_threshold_hu: HU at and above which a voxel is bone. Defaults to 250.
-        min_slice_area_fraction: foramen magnum cut, see bundle.pseudo_label. Defaults to 0.08.
+        min_slice_area_fraction: foramen magnum cut, see bundle.pseudo_label. Defaults to 0.05.
         verbose: log debug messages too. Defaults to False.
 
     Raises:

@@ -220,6 +220,25 @@ def test_real_tilted_ge_series(tmp_path, shared_data_dir):
     _check_seg(path, datasets, frames)
 
 
+def test_real_series_through_the_loader(tmp_path, shared_data_dir):
+    """The segmenter's path: load_ct (tilt, uneven spacing) -> mask -> frames on the source slices -> SEG."""
+    from bundle.io import SourceGeometry, load_ct, resample_to_source_slices
+
+    folder = shared_data_dir / "real_ct" / "dcm_qa_ct_GE"
+    if not folder.is_dir():
+        pytest.skip("real GE series not present")
+    image, affine, meta = load_ct(folder)
+    mask = (image > 0) & (image < 80)
+    mask[:, :, : image.shape[2] // 3] = False  # some slices without mask
+    geometry = meta["ct_source_geometry"]
+    frames = resample_to_source_slices(mask.astype(np.uint8), affine, geometry)
+    geometry = SourceGeometry.from_json(geometry) if isinstance(geometry, str) else geometry
+    datasets = [pydicom.dcmread(folder / name, stop_before_pixels=True) for name in geometry.files]
+    assert 0 < int(frames.any(axis=(1, 2)).sum()) < len(datasets)
+    path = write_dicom_seg(frames, datasets, tmp_path / "seg.dcm")
+    _check_seg(path, datasets, frames)
+
+
 @pytest.mark.parametrize(
     "case, match",
     [

@@ -14,10 +14,12 @@ frames take the source slices' own ImagePositionPatient / ImageOrientationPatien
 
 Two steps, so that any pipeline can use it:
 
-1. :func:`frames_from_volume` takes a mask on the series' native voxel grid in the project's convention
-   ((X, Y, Z) RAS array + 4x4 RAS affine, as the loader returns it) and returns ``(num_slices, Rows, Columns)``
-   frames in the order of the given datasets, checking that every pixel centre falls on a mask voxel centre;
-2. :func:`write_dicom_seg` writes the frames (one per dataset, same rows and columns) atomically.
+1. frames ``(num_slices, Rows, Columns)``, one per source slice: after ``bundle.io.load_ct`` (which may resample
+   a tilted or unevenly spaced series) use ``bundle.io.resample_to_source_slices(mask, affine,
+   meta["ct_source_geometry"])``, whose frames follow ``geometry.files``; for a mask that is exactly on the series'
+   own voxel grid, :func:`frames_from_volume` does the same with a check that every pixel centre falls on a mask
+   voxel centre;
+2. :func:`write_dicom_seg` writes the frames (one per dataset, in the same order) atomically.
 """
 
 from __future__ import annotations
