@@ -1,0 +1,522 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Segment the cranial cavity in head CT files, series folders or whole study trees: masks, DICOM SEG, QC, reports.
+
+:func:`segment` is the Python API behind ``scripts/segment.py``. The inference pipeline is the bundle's own: the
+pre-processing, network, inferer and post-processing are built from ``configs/inference.json`` plus a preset with
+``monai.bundle.ConfigParser`` (the ``SaveImaged`` step is replaced by this module's writers), so the CLI and the
+bundle's ``inference`` workflow give the same masks.
+
+Per case ``NAME`` it writes into OUTPUT, each file atomically (temporary file, then ``os.replace``):
+
+- ``NAME_mask.nii.gz``: uint8 mask (1 = cranial cavity) in the input's native geometry (a NIfTI input's shape and
+  affine; for DICOM the loader's native grid: tilt-corrected, regular spacing, axes along the rows, columns and slice
+  normal, see ``docs/segment.md``);
+- ``NAME_seg.dcm`` (``dicom_seg=True``): a DICOM SEG with one frame per source slice on the source slice grid;
+- ``NAME_qc.png`` (``qc=True``): the QC picture (:mod:`bundle.qc`), with ``reference`` the agreement overlay;
+- ``NAME_report.json``: written last; its presence marks the case as finished, so a rerun skips it.
+
+and ``summary.csv`` over all cases.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bundle.io.errors import CTInputError
+from bundle.segment_inputs import SeriesInput, SkippedSeries, find_series
+
+__all__ = ["SegmentError", "SeriesResult", "segment", "build_report", "REPORT_SUFFIX"]
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Suffix of the per-case JSON report, the file written last.
+REPORT_SUFFIX = "_report.json"
+_SUMMARY_FIELDS = ["name", "status", "source", "volume_ml", "num_slices", "spacing_mm", "seconds", "error"]
+
+
+class SegmentError(ValueError):
+    """An unusable call as a whole (input missing, OUTPUT inside INPUT, unknown preset, unreadable weights)."""
+
+
+@dataclasses.dataclass
+class SeriesResult:
+    """The outcome for one case.
+
+    Attributes:
+        name: the case name (prefix of its output files).
+        source: the input file or series folder.
+        status: "done" (segmented now), "skipped" (finished by an earlier run), or "failed".
+        error: why it failed ("" otherwise).
+        volume_ml: intracranial volume in mL (None if failed).
+        report: path of the JSON report (None if failed).
+        report_data: the report's content (empty if failed).
+    """
+
+    name: str
+    source: str
+    status: str
+    error: str = ""
+    volume_ml: float | None = None
+    report: Path | None = None
+    report_data: dict = dataclasses.field(default_factory=dict)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from bundle.io.dicom_seg import DicomSegError
+
+    return (CTInputError, DicomSegError)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    from bundle.workflows.writers import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+    logger.info("wrote %s", path)
+
+
+def _resolve_preset(preset: str) -> Path:
+    candidate = Path(preset)
+    if candidate.suffix == ".json":
+        if not candidate.is_file():
+            raise SegmentError(f"preset file {preset} does not exist.")
+        return candidate
+    path = REPO_ROOT / "configs" / "presets" / f"{preset}.json"
+    if not path.is_file():
+        names = sorted(p.stem for p in (REPO_ROOT / "configs" / "presets").glob("*.json"))
+        raise SegmentError(f"preset must be one of {names} or a .json file, got {preset!r}.")
+    return path
+
+
+class _Pipeline:
+    """The bundle's inference pipeline from ``configs/inference.json`` + a preset, with weights loaded."""
+
+    def __init__(self, preset: str, weights: str | os.PathLike | None, device: str) -> None:
+        import torch
+        from monai.bundle import ConfigParser
+        from monai.transforms import Compose, SaveImaged
+
+        from bundle.device import resolve_device
+        from bundle.workflows.handlers import load_state_dict_file
+
+        self.device = resolve_device(device)
+        preset_file = _resolve_preset(preset)
+        self.preset = preset_file.stem if Path(preset).suffix != ".json" else str(preset_file)
+        self.weights = Path(weights) if weights is not None else REPO_ROOT / "models" / "model.pt"
+        if not self.weights.is_file():
+            raise SegmentError(
+                f"weights file {self.weights} does not exist; train the bundle or pass --weights PATH.pt."
+            )
+        parser = ConfigParser()
+        parser.read_config([str(REPO_ROOT / "configs" / "inference.json"), str(preset_file)])
+        parser["bundle_root"] = str(REPO_ROOT)
+        self.preprocessing = parser.get_parsed_content("preprocessing")
+        self.network = parser.get_parsed_content("network_def")
+        self.inferer = parser.get_parsed_content("inferer")
+        post = parser.get_parsed_content("postprocessing")
+        self.postprocessing = Compose([t for t in post.transforms if not isinstance(t, SaveImaged)])
+        try:
+            state = load_state_dict_file(self.weights)
+            self.network.load_state_dict(state)
+        except (ValueError, RuntimeError) as err:
+            raise SegmentError(f"weights file {self.weights} does not fit preset {self.preset!r}: {err}") from err
+        self.network.to(self.device).eval()
+        self.amp = bool(parser.get_parsed_content("amp")) and self.device.type == "cuda"
+        self._torch = torch
+        # the number of pre-processing steps up to and including Orientationd: the image there is HU, RAS
+        names = [type(t).__name__ for t in self.preprocessing.transforms]
+        self._ras_end = names.index("Orientationd") + 1 if "Orientationd" in names else 1
+
+    def __call__(self, path: Path) -> tuple[Any, Any, dict]:
+        """Segment one input; returns (native mask MetaTensor (1, ...), RAS HU image MetaTensor (1, ...), meta)."""
+        torch = self._torch
+        data = self.preprocessing({"image": str(path)}, end=self._ras_end)
+        hu_ras = data["image"].clone()
+        data = self.preprocessing(data, start=self._ras_end)
+        image = data["image"]
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.amp):
+            logits = self.inferer(image[None].to(self.device), self.network)
+        data["pred"] = logits[0].float().cpu()
+        data = self.postprocessing(data)
+        return data["pred"], hu_ras, dict(data["image"].meta)
+
+
+def _spacing(affine: np.ndarray) -> list[float]:
+    return [float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
+
+
+def build_report(
+    *,
+    case: SeriesInput,
+    mask_shape: Sequence[int],
+    mask_affine: np.ndarray,
+    volume_ml: float,
+    meta: dict,
+    seconds: float,
+    pipeline_info: dict,
+    warnings_list: Sequence[str],
+    files: Sequence[str],
+) -> dict:
+    """The per-case JSON report (a pure function of its arguments).
+
+    Args:
+        case: the case.
+        mask_shape: shape of the native mask.
+        mask_affine: its 4x4 RAS affine.
+        volume_ml: intracranial volume in mL.
+        meta: the loader's metadata (``ct_*`` keys).
+        seconds: time taken for the case (loading to last output).
+        pipeline_info: model, preset, weights, device, bundle and library versions.
+        warnings_list: warnings raised while processing.
+        files: output files written, relative to OUTPUT.
+
+    Returns:
+        A JSON-serialisable dict.
+
+    Example:
+        >>> report = build_report(case=case, mask_shape=(64, 64, 24), ...)  # doctest: +SKIP
+    """
+    spacing = _spacing(mask_affine)
+    report = {
+        "name": case.name,
+        "status": "done",
+        "source": str(case.path),
+        "format": str(meta.get("ct_format", "nifti")),
+        "intracranial_volume_ml": round(float(volume_ml), 3),
+        "shape": [int(v) for v in mask_shape],
+        "num_slices": int(mask_shape[-1]),
+        "spacing_mm": [round(v, 5) for v in spacing],
+        "affine": np.asarray(mask_affine, dtype=float).round(6).tolist(),
+        "seconds": round(float(seconds), 3),
+        "warnings": list(warnings_list),
+        "files": list(files),
+        **pipeline_info,
+    }
+    if meta.get("ct_format") == "dicom":
+        report["dicom"] = {
+            "series_instance_uid": str(meta.get("ct_series_instance_uid", case.series_instance_uid)),
+            "series_description": str(meta.get("ct_series_description", "")),
+            "num_source_slices": int(meta.get("ct_num_source_slices", 0)),
+            "gantry_tilt_deg": float(meta.get("ct_gantry_tilt_deg", 0.0)),
+            "tilt_corrected": bool(meta.get("ct_tilt_corrected", False)),
+            "slice_spacing_mm": float(meta.get("ct_slice_spacing_mm", spacing[-1])),
+            "spacing_resampled": bool(meta.get("ct_spacing_resampled", False)),
+        }
+    return report
+
+
+def _finished(output: Path, name: str) -> dict | None:
+    path = output / f"{name}{REPORT_SUFFIX}"
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if report.get("status") != "done" or not all((output / f).is_file() for f in report.get("files", [])):
+        return None
+    return report
+
+
+def _stage(case: SeriesInput, tmp_root: Path) -> tuple[Path, dict[str, Path]]:
+    """The folder to hand to the loader, and the map from its file names to the original files."""
+    if case.files is None:
+        return case.path, {}
+    folder = case.files[0].parent
+    own = {p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+    if all(p.parent == folder for p in case.files) and own == set(case.files):
+        return folder, {}
+    staged = tmp_root / case.name
+    staged.mkdir(parents=True)
+    mapping = {}
+    for i, src in enumerate(case.files):
+        link = staged / f"{i:05d}_{src.name}"
+        try:
+            link.symlink_to(src.resolve())
+        except OSError:
+            shutil.copyfile(src, link)
+        mapping[link.name] = src
+    return staged, mapping
+
+
+def _load_reference(path: Path, shape: tuple[int, ...], affine: np.ndarray):
+    import nibabel as nib
+
+    try:
+        ref = nib.load(str(path))
+        data = np.asarray(ref.dataobj)
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types for bad files
+        raise CTInputError(path, f"is not a readable NIfTI reference mask ({type(err).__name__}: {err}).") from err
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if tuple(data.shape) != tuple(shape) or not np.allclose(ref.affine, affine, atol=1e-3):
+        raise CTInputError(path, f"reference mask shape {data.shape} or affine differs from the input's {shape}.")
+    return data > 0
+
+
+def _reference_for(reference: Path | None, case: SeriesInput, single: bool) -> Path | None:
+    if reference is None:
+        return None
+    if reference.is_file():
+        return reference if single else None
+    for suffix in (".nii.gz", ".nii"):
+        candidate = reference / f"{case.name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _segment_one(
+    case: SeriesInput,
+    output: Path,
+    pipeline: _Pipeline,
+    pipeline_info: dict,
+    *,
+    dicom_seg: bool,
+    qc: bool,
+    reference: Path | None,
+    tmp_root: Path,
+) -> SeriesResult:
+    import nibabel as nib
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation
+
+    from bundle.postprocessing import intracranial_volume_ml
+    from bundle.workflows.writers import atomic_output
+
+    start = time.perf_counter()
+    load_path, staged_map = _stage(case, tmp_root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mask, hu_ras, meta = pipeline(load_path)
+    messages = []
+    for w in caught:
+        text = str(w.message).replace(str(load_path), str(case.path))
+        if text not in messages:
+            messages.append(text)
+            logger.warning("%s: %s", case.name, text)
+
+    native = np.asarray(mask.detach().cpu().numpy()[0] > 0, dtype=np.uint8)
+    affine = np.asarray(mask.affine.detach().cpu().numpy(), dtype=np.float64)
+    files: list[str] = []
+    mask_path = output / f"{case.name}_mask.nii.gz"
+    with atomic_output(mask_path) as tmp:
+        img = nib.Nifti1Image(native, affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        nib.save(img, str(tmp))
+    logger.info("wrote %s", mask_path)
+    files.append(mask_path.name)
+    volume = intracranial_volume_ml(native, affine)
+
+    if dicom_seg:
+        if meta.get("ct_format") != "dicom":
+            messages.append("dicom_seg requested but the input is not DICOM; no SEG written")
+            logger.warning("%s: %s", case.name, messages[-1])
+        else:
+            import pydicom
+
+            from bundle.io.dicom_seg import write_dicom_seg
+            from bundle.io.dicom_series import SourceGeometry, resample_to_source_slices
+
+            geometry = SourceGeometry.from_json(meta["ct_source_geometry"])
+            frames = resample_to_source_slices(native, affine, geometry, order=0)
+            sources = [staged_map.get(f, Path(load_path) / f) for f in geometry.files]
+            datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in sources]
+            seg_path = output / f"{case.name}_seg.dcm"
+            write_dicom_seg(frames, datasets, seg_path)  # logs the file written
+            files.append(seg_path.name)
+
+    if qc:
+        from bundle.qc import save_qc_png
+
+        labels = (("L", "R"), ("P", "A"), ("I", "S"))
+        orient = Orientation(axcodes="RAS", labels=labels)
+        mask_ras = orient(MetaTensor(torch.from_numpy(native)[None], affine=torch.as_tensor(affine)))
+        ref_path = _reference_for(reference, case, single=True)
+        ref_ras = None
+        if ref_path is not None:
+            ref = _load_reference(ref_path, native.shape, affine)
+            ref_ras = orient(MetaTensor(torch.from_numpy(ref.astype(np.uint8))[None], affine=torch.as_tensor(affine)))
+            ref_ras = ref_ras.numpy()[0]
+        qc_path = output / f"{case.name}_qc.png"
+        save_qc_png(
+            qc_path,
+            hu_ras.numpy()[0],
+            mask_ras.numpy()[0],
+            hu_ras.affine.numpy(),
+            reference=ref_ras,
+            case_name=case.name,
+        )  # logs the file written
+        files.append(qc_path.name)
+
+    seconds = time.perf_counter() - start
+    report = build_report(
+        case=case,
+        mask_shape=native.shape,
+        mask_affine=affine,
+        volume_ml=volume,
+        meta=meta,
+        seconds=seconds,
+        pipeline_info=pipeline_info,
+        warnings_list=messages,
+        files=files,
+    )
+    report_path = output / f"{case.name}{REPORT_SUFFIX}"
+    _atomic_write_bytes(report_path, (json.dumps(report, indent=2) + "\n").encode())
+    return SeriesResult(case.name, str(case.path), "done", "", float(volume), report_path, report)
+
+
+def _write_summary(output: Path, results: Sequence[SeriesResult], skipped: Sequence[SkippedSeries]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for r in results:
+        data = r.report_data
+        writer.writerow(
+            {
+                "name": r.name,
+                "status": r.status,
+                "source": r.source,
+                "volume_ml": "" if r.volume_ml is None else f"{r.volume_ml:.3f}",
+                "num_slices": data.get("num_slices", ""),
+                "spacing_mm": " ".join(f"{v:g}" for v in data.get("spacing_mm", [])),
+                "seconds": data.get("seconds", ""),
+                "error": r.error,
+            }
+        )
+    for s in skipped:
+        writer.writerow({"name": "", "status": "not_ct", "source": str(s.path), "error": s.reason})
+    path = output / "summary.csv"
+    _atomic_write_bytes(path, buffer.getvalue().encode())
+    return path
+
+
+def _check_paths(input_path: Path, output: Path) -> None:
+    if not input_path.exists():
+        raise SegmentError(f"input {input_path} does not exist.")
+    src = input_path.resolve()
+    out = output.resolve()
+    if out == src or (src.is_dir() and out.is_relative_to(src)):
+        raise SegmentError(f"output {output} is inside the input {input_path}; choose a folder outside the input.")
+    if out.exists() and not out.is_dir():
+        raise SegmentError(f"output {output} exists and is not a folder.")
+
+
+def segment(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    device: str = "auto",
+    preset: str = "lite",
+    weights: str | os.PathLike | None = None,
+    dicom_seg: bool = False,
+    qc: bool = True,
+    reference: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[SeriesResult]:
+    """Segment the cranial cavity of every CT case under ``input`` into ``output``.
+
+    Args:
+        input: a NIfTI file (HU), a folder holding one DICOM series, or a tree of studies (searched recursively;
+            DICOM files grouped by SeriesInstanceUID; non-CT series skipped with a logged note).
+        output: folder for the results (created; must not be inside ``input``).
+        device: "auto", "cpu", "cuda" or "cuda:N" (:func:`bundle.device.resolve_device`). Defaults to "auto".
+        preset: a preset name in ``configs/presets`` or a preset ``.json``; must match the weights. Defaults to "lite".
+        weights: a state_dict ``.pt`` file (read with ``weights_only=True``). Defaults to None: ``models/model.pt``.
+        dicom_seg: also write a DICOM SEG per DICOM series. Defaults to False.
+        qc: write the QC picture per case. Defaults to True.
+        reference: a reference mask NIfTI in the input's native geometry (single-case input) or a folder holding
+            ``<name>.nii.gz`` per case; adds the agreement overlay to the QC picture. Defaults to None.
+        overwrite: redo cases whose report already exists. Defaults to False (skip them, so a rerun resumes).
+        progress: show a tqdm progress bar. Defaults to True.
+
+    Returns:
+        One :class:`SeriesResult` per case, in name order; ``summary.csv`` in ``output`` lists the same.
+
+    Raises:
+        SegmentError: the call as a whole is unusable (input missing, output inside input, bad preset or weights).
+        CTInputError: the input holds nothing to segment.
+        ValueError: a bad ``device``.
+
+    Example:
+        >>> results = segment("ct/case_001.nii.gz", "masks/", device="cpu")  # doctest: +SKIP
+        >>> results[0].status, round(results[0].volume_ml)  # doctest: +SKIP
+        ('done', 1402)
+    """
+    from tqdm.auto import tqdm
+
+    import bundle
+
+    input_path, output = Path(input), Path(output)
+    _check_paths(input_path, output)
+    reference_path = Path(reference) if reference is not None else None
+    if reference_path is not None and not reference_path.exists():
+        raise SegmentError(f"reference {reference_path} does not exist.")
+    cases, skipped = find_series(input_path)
+    output.mkdir(parents=True, exist_ok=True)
+    pipeline: _Pipeline | None = None
+    expected = _expected_errors()
+    results: list[SeriesResult] = []
+    with tempfile.TemporaryDirectory(prefix="segment_stage_") as tmp:
+        for case in tqdm(cases, desc="segment", unit="series", disable=not progress):
+            done = None if overwrite else _finished(output, case.name)
+            if done is not None:
+                logger.info("%s: already finished (%s), skipped", case.name, case.name + REPORT_SUFFIX)
+                volume = done.get("intracranial_volume_ml")
+                report_path = output / f"{case.name}{REPORT_SUFFIX}"
+                results.append(SeriesResult(case.name, str(case.path), "skipped", "", volume, report_path, done))
+                continue
+            if pipeline is None:
+                pipeline = _Pipeline(preset, weights, device)
+                info = {
+                    "model": "UNetConvLSTM",
+                    "preset": pipeline.preset,
+                    "weights": str(pipeline.weights),
+                    "bundle_version": bundle.__version__,
+                    "device": str(pipeline.device),
+                    "python": platform.python_version(),
+                }
+            single = len(cases) == 1
+            ref = _reference_for(reference_path, case, single)
+            try:
+                results.append(
+                    _segment_one(
+                        case, output, pipeline, info, dicom_seg=dicom_seg, qc=qc, reference=ref, tmp_root=Path(tmp)
+                    )
+                )
+            except expected as err:
+                logger.error("%s: failed: %s", case.name, err)
+                results.append(SeriesResult(case.name, str(case.path), "failed", str(err)))
+            except Exception as err:  # noqa: BLE001 - one bad case must not stop the batch
+                logger.exception("%s: failed with an unexpected error", case.name)
+                results.append(SeriesResult(case.name, str(case.path), "failed", f"{type(err).__name__}: {err}"))
+    _write_summary(output, results, skipped)
+    failed = [r for r in results if r.status == "failed"]
+    logger.info(
+        "%d case(s): %d segmented, %d already done, %d failed; %d non-CT series skipped",
+        len(results),
+        sum(r.status == "done" for r in results),
+        sum(r.status == "skipped" for r in results),
+        len(failed),
+        len(skipped),
+    )
+    return results

@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Segment the cranial cavity in head CT: a NIfTI file, a DICOM series folder, or a tree of studies.
+
+Usage (from the bundle root)::
+
+    python scripts/segment.py INPUT OUTPUT [--device auto|cpu|cuda|cuda:N] [--preset lite] [--weights PATH.pt]
+        [--dicom_seg] [--noqc] [--reference MASK.nii.gz] [--overwrite] [--verbose]
+
+Per case it writes ``NAME_mask.nii.gz`` (input's native geometry), optionally ``NAME_seg.dcm`` (DICOM SEG),
+``NAME_qc.png`` and ``NAME_report.json`` (written last: a rerun skips finished cases), plus ``summary.csv``.
+The exit status is 1 if any case failed (the reasons are listed at the end), 2 if the call itself is unusable.
+The work is done by :func:`bundle.segment.segment`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import fire
+
+__all__ = ["main"]
+
+
+def main(
+    input: str,
+    output: str,
+    device: str = "auto",
+    preset: str = "lite",
+    weights: str | None = None,
+    dicom_seg: bool = False,
+    qc: bool = True,
+    reference: str | None = None,
+    overwrite: bool = False,
+    verbose: bool = False,
+) -> None:
+    """Segment INPUT into OUTPUT.
+
+    Args:
+        input: a .nii/.nii.gz file in HU, a folder holding one DICOM series, or a folder tree of studies.
+        output: folder for the results (required; created; must not be inside INPUT).
+        device: auto, cpu, cuda or cuda:N. Defaults to auto.
+        preset: preset name in configs/presets (tiny, lite, paper) or a preset .json. Defaults to lite.
+        weights: state_dict .pt file. Defaults to models/model.pt.
+        dicom_seg: also write a DICOM SEG per DICOM series. Defaults to False.
+        qc: write QC pictures (--noqc to skip). Defaults to True.
+        reference: reference mask (NIfTI, input geometry) or folder of NAME.nii.gz for the agreement overlay.
+        overwrite: redo cases already finished in OUTPUT. Defaults to False.
+        verbose: log debug messages too. Defaults to False.
+
+    Raises:
+        SystemExit: 1 if any case failed, 2 if the call is unusable (messages logged, no traceback).
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    log = logging.getLogger("segment")
+    # heavy imports after argument parsing; the bundle root is this script's parent folder
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bundle.io.errors import CTInputError
+    from bundle.segment import SegmentError, segment
+
+    try:
+        results = segment(
+            str(input),
+            str(output),
+            device=str(device),
+            preset=str(preset),
+            weights=weights,
+            dicom_seg=bool(dicom_seg),
+            qc=bool(qc),
+            reference=reference,
+            overwrite=bool(overwrite),
+        )
+    except (SegmentError, CTInputError) as error:
+        log.error("%s", error)
+        sys.exit(2)
+    except ValueError as error:  # a bad argument such as --device
+        log.error("%s", error)
+        sys.exit(2)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        log.error("%d of %d case(s) failed:", len(failed), len(results))
+        for r in failed:
+            log.error("  %s (%s): %s", r.name, r.source, r.error)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
