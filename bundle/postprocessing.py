@@ -7,10 +7,11 @@ and fills enclosed holes in 3D, optionally also slice by slice in the axial plan
 open to the outside only through the foramen magnum or a craniectomy gap in 3D).
 
 Why not MONAI's ``KeepLargestConnectedComponent`` and ``FillHoles``: the first needs scikit-image (not a dependency
-of this bundle) and the second floods the background with ``binary_dilation(iterations=-1)``, which costs one pass
-over the volume per voxel of flood distance. Here both are one ``scipy.ndimage.label`` call on the mask's bounding
-box, which gives the same results (the tests compare against ``FillHoles``) and takes about one second on a
-512x512x320 volume; see the module benchmark numbers in the lead's report.
+of this bundle) and the second floods the background with ``binary_dilation(iterations=-1)``, one pass over the volume
+per voxel of flood distance. Here both are one ``scipy.ndimage.label`` call on the mask's bounding box, with the same
+results (the tests compare against ``FillHoles``). Measured on a 512x512x320 mask (2 shared CPU cores): largest
+component 2.4 s (MONAI with scikit-image 3.2 s), 3D hole filling 0.8 s (MONAI ``FillHoles`` 7.6 s,
+``scipy.ndimage.binary_fill_holes`` 4.9 s), axial filling 0.7 s; the whole transform on a float tensor 4.9 s.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ cranial cavity (brain + CSF inside the inner table) and made independent of FSL:
    label convention of the phantoms: a voxel is cavity when at least half of it is), then
    largest component, 3D and axial hole filling (:func:`bundle.postprocessing.postprocess_cranial_cavity`).
 
+Measured on the project's phantoms (generator version 1, 256x256 in-plane, seeds 0-11): Dice 0.993 +- 0.005,
+HD95 about 1 mm, lowest 0.978 (HD95 6 mm) on a craniectomy, whose defect leaves the cavity under it unbounded;
+about 3-20 s per volume on a CPU core (20-30 s at 512x512x300).
+
 All distances are in mm (voxel spacing from the affine), so thick-slice and thin-slice data get the same treatment.
 Input arrays are (X, Y, Z) RAS with the last axis axial (inferior -> superior), as the loader returns them; the
 command-line driver :func:`pseudo_label_files` reorients NIfTI files to that and writes masks in each input's own
