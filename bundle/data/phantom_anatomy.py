@@ -7,7 +7,7 @@ from the template; everything else is built from the cavity's signed distance ``
 at template landmarks:
 
 - skull vault: inner table ``0 <= D < t_i``, diploe, outer table up to a spatially varying thickness ``T`` (thin over
-  the temporal squama, thick at the occiput and frontal sinus and in the central skull base),
+  the temporal squama and the floors of the cranial fossae, thick at the occiput and the frontal sinus),
 - skull base: sphenoid body and clivus, dense petrous ridges, mastoid processes with air cells, occipital condyles,
   a foramen magnum opening into the spinal canal (cerebrospinal fluid and cord),
 - face: orbits (fat cone, bony walls, extraocular muscles, optic nerve, globe with vitreous and lens), frontal,
@@ -43,7 +43,7 @@ from bundle.data.phantom_fields import (
     septa_distance,
     smooth_min,
 )
-from bundle.data.phantom_template import LANDMARKS, Template
+from bundle.data.phantom_template import CSF_HU, LANDMARKS, Template
 
 __all__ = [
     "AIR_HU",
@@ -144,6 +144,7 @@ class AnatomyParams:
     mastoid: float
     cell_mm: float
     cell_phase: np.ndarray
+    sulci: float
     headrest: bool
     headrest_radius_mm: float
     headrest_pad_mm: float
@@ -194,9 +195,9 @@ def draw_anatomy_params(rng: np.random.Generator, head_scale: float | None = Non
         skull_variation=_u(rng, 0.1, 0.25),
         inner_table_mm=_u(rng, 1.2, 2.0),
         outer_table_mm=_u(rng, 1.5, 2.5),
-        scalp_mm=_u(rng, 4.0, 6.5),
+        scalp_mm=_u(rng, 5.0, 8.0),
         skin_mm=_u(rng, 1.5, 2.5),
-        fat_mm=_u(rng, 1.5, 4.0),
+        fat_mm=_u(rng, 2.5, 5.0),
         temporalis_mm=_u(rng, 6.0, 12.0),
         cortical_hu=_u(rng, 1350, 1700),
         petrous_hu=_u(rng, 1600, 1850),
@@ -216,6 +217,7 @@ def draw_anatomy_params(rng: np.random.Generator, head_scale: float | None = Non
         mastoid=_u(rng, 0.5, 1.2),
         cell_mm=_u(rng, 3.5, 6.0),
         cell_phase=rng.uniform(0, 6, size=3),
+        sulci=_u(rng, 0.6, 1.0),
         headrest=bool(rng.random() < 0.9),
         headrest_radius_mm=_u(rng, 95, 115),
         headrest_pad_mm=_u(rng, 5, 18),
@@ -350,6 +352,7 @@ class _Head:
         self.texture = SmoothField(rng, lo_w, hi_w, max(5.0, fine))
         self.cells = SmoothField(rng, lo_w, hi_w, max(params.cell_mm, fine), channels=3)
         self.wobble = SmoothField(rng, lo_w, hi_w, max(8.0, fine))
+        self.sulci = SmoothField(rng, lo_w, hi_w, max(7.0, fine))
 
     def _template_coords(self, grid: CoarseGrid, disp: np.ndarray) -> list[np.ndarray]:
         """Template coordinates of the voxels of ``grid``: the inverse pose plus the displacement ``disp``."""
@@ -570,7 +573,6 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
     scalp = np.full(grid.shape, p.scalp_mm, dtype=np.float32)
     bumps = [
         ((105.0, 18.0, 80.0), (30.0, 14.0, 25.0), 2.5, 2.0),  # occiput: thicker bone and scalp
-        ((105.0, 95.0, 36.0), (16.0, 24.0, 8.0), 5.0, 0.0),  # central skull base
         ((105.0, 182.0, 80.0), (18.0, 8.0, 14.0), 7.0 * min(p.frontal_sinus, 1.0), 0.0),  # frontal sinus
     ]
     for centre, sigma, dt, ds in bumps:
@@ -589,6 +591,9 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
         g = gaussian_bump(*b.coords(sl), centre, sigma)
         thick[sl] *= 1.0 - np.float32(0.5) * g  # thin temporal squama
         scalp[sl] += np.float32(p.temporalis_mm) * g  # temporalis muscle
+    sl = b.box((0.0, -40.0, -200.0), (210.0, 230.0, 75.0))
+    if sl is not None:  # the floors of the cranial fossae are thin; the petrous bones and the clivus are added below
+        thick[sl] *= 1.0 - np.float32(0.55) * coverage(b.tz[sl] - np.float32(58.0), 10.0)
 
     defect = pathology.skull_defect(b) if pathology is not None else None  # (weight, bulge) or None
     envelope_t = thick if defect is None else thick * (1.0 - defect[0]) + defect[1] * defect[0]
@@ -698,8 +703,8 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
         bone(ell(mastoid, (11.0, 13.0, 16.0)), *lohi(mastoid, (11.0, 13.0, 16.0)))
         cond = s(LANDMARKS["occipital_condyle"])
         bone(ell(cond, (6.0, 10.0, 5.0)), *lohi(cond, (6.0, 10.0, 5.0)), 1.5, "cancellous")
-        zyg_body = s((158.0, 164.0, 40.0))
-        bone(ell(zyg_body, (8.0, 8.0, 10.0)), *lohi(zyg_body, (8.0, 8.0, 10.0)), 1.5, "cancellous")
+        zyg_body = s((160.0, 160.0, 38.0))
+        bone(ell(zyg_body, (4.5, 9.0, 9.0)), *lohi(zyg_body, (4.5, 9.0, 9.0)), 1.5, "cancellous")
         # mandible: condyle and ramus
         mc = s(LANDMARKS["mandible_condyle"])
         bone(ell(mc, (8.0, 5.0, 5.0)), *lohi(mc, (8.0, 5.0, 5.0)), 1.5, "cancellous")
@@ -765,7 +770,7 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
             continue
         x, y, z = b.coords(sl)
         orbit = cone_sdf(x, y, z, apex, rim, 4.0, 17.0) + 2.0 * np.float32(w) * (1.0 - b.inside[sl])
-        wall = band(orbit, 0.0, 1.3, w) * coverage(-b.dist[sl], w)
+        wall = band(orbit, 0.0, 0.9, w) * coverage(-b.dist[sl], w)
         b.paint(sl, wall, cortical[sl], "cortical_bone")
         b.paint(sl, coverage(orbit, w) * coverage(1.4 - b.dist[sl], w), p.fat_hu, "fat")
         gx = globe[0]
@@ -832,8 +837,8 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
                 b.paint(sl, coverage(ellipsoid_sdf(x, y, z, c, radii), w) * inside, p.soft_hu, "soft_tissue")
     # septated air cells: ethmoid and mastoid
     cells = [(LANDMARKS["ethmoid"], np.array((10.0, 19.0, 12.0)))]
-    for c in _both_sides((163.0, 62.0, 38.0)):
-        cells.append((c, np.array((9.0, 11.0, 13.0)) * p.mastoid))
+    for c in _both_sides(LANDMARKS["mastoid"]):
+        cells.append((c, np.array((10.0, 13.0, 13.0)) * p.mastoid))
     for centre, radii in cells:
         sl = b.box_around(centre, radii + 2)
         if sl is None:
@@ -842,7 +847,7 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
         shape = ellipsoid_sdf(x, y, z, centre, radii)
         b.paint_shape(sl, shape, AIR_HU, "sinus_air", keep_cavity_wall=wall_mm)
         warp = b.field(b.head.cells, sl) * np.float32(0.3 * p.cell_mm)
-        septa = septa_distance(x + warp[0], y + warp[1], z + warp[2], p.cell_mm, p.cell_phase) - np.float32(0.45)
+        septa = septa_distance(x + warp[0], y + warp[1], z + warp[2], p.cell_mm, p.cell_phase) - np.float32(0.3)
         alpha = coverage(septa, w) * coverage(shape, w) * coverage(wall_mm - b.dist[sl], w)
         b.paint(sl, alpha, cortical[sl], "cortical_bone")
     for c in _both_sides(LANDMARKS["ear_canal"]):  # external auditory canal
@@ -876,7 +881,7 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
         height = term if height is None else height + term
     cavity = coverage(b.dist, w)
     cavity *= coverage(-height, grid.mean_spacing)
-    content = b.atlas
+    content = _add_sulci(b, b.atlas)
     codes = None
     if pathology is not None:
         content, codes = pathology.cavity_content(b, content)
@@ -887,6 +892,29 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
             if b.mixed is not None:
                 b.mixed |= (alpha > _MIXED) & (alpha < 1.0 - _MIXED)
     return cavity
+
+
+def _add_sulci(b: _Chunk, content: np.ndarray) -> np.ndarray:
+    """Thin CSF-filled sulci in the outer 15 mm of the brain (the average atlas has smoothed them away).
+
+    The sulci are the zero level set of a smooth random field (random sheets about 1 mm thick), faded out with depth
+    below the cavity surface and applied to brain tissue only (not to the CSF already there).
+    """
+    box = b.head.atlas_box
+    if box is None or b.grid.mean_spacing > 2.5:
+        return content
+    z0, z1 = max(box[2].start, b.z0) - b.z0, min(box[2].stop, b.z1) - b.z0
+    if z1 <= z0:
+        return content
+    sl = (box[0], box[1], slice(z0, z1))
+    field = b.field(b.head.sulci, sl)[0]
+    alpha = coverage(np.abs(field) - np.float32(0.15), np.float32(0.1))
+    alpha *= coverage(np.float32(-16.0) - b.dist[sl], 8.0)  # 1 near the surface, 0 deeper than 20 mm
+    alpha *= np.clip((content[sl] - np.float32(15.0)) / np.float32(10.0), 0.0, 1.0)
+    alpha *= np.float32(b.params.sulci)
+    part = content[sl]
+    part += alpha * (np.float32(CSF_HU) - part)
+    return content
 
 
 def _paint_headrest(hu, tissue, mixed, grid: CoarseGrid, pose: HeadPose, p: AnatomyParams, template: Template) -> None:

@@ -57,7 +57,7 @@ LANDMARKS: dict[str, tuple[float, ...]] = {
     "orbit_rim": (137.0, 178.0, 47.0),
     "petrous_lateral": (157.0, 72.0, 43.0),
     "petrous_apex": (124.0, 100.0, 47.0),
-    "mastoid": (163.0, 62.0, 36.0),
+    "mastoid": (162.0, 66.0, 42.0),
     "ear_canal": (170.0, 84.0, 40.0),
     "sphenoid_sinus": (105.0, 118.0, 42.0),
     "ethmoid": (105.0, 156.0, 47.0),

@@ -159,7 +159,8 @@ def make_phantom(
         gantry_tilt_deg: gantry tilt (default None: 0 with probability 0.6, else uniform in 5-25 degrees).
         pixel_spacing_mm: in-plane pixel size (default None: field of view drawn in 0.43-0.5 mm x 512).
         slice_thickness_mm: slice thickness (default None: the slice spacing).
-        noise_sd_hu: noise standard deviation in brain (default None: drawn in 4-8 HU; 0 gives a noise-free image).
+        noise_sd_hu: noise standard deviation in brain (default None: drawn, higher for thinner slices, within
+            4-8 HU; 0 gives a noise-free image).
         head_scale: isotropic head scale (default None: drawn in 0.94-1.08; cavity about 1347 mL x scale^3).
         coarse_spacing_mm: spacing of the anatomy grid (default None: ``max(1, pixel spacing)``).
         return_tissues: also return ``info["tissue_map"]`` (default False).
@@ -208,13 +209,13 @@ def make_phantom(
     below_fm_mm = float(acq_rng.uniform(15, 45))
     above_vertex_mm = float(acq_rng.uniform(3, 15))
     spacing_u = float(acq_rng.random())
-    sd_draw = float(noise_rng.uniform(4, 8))
+    sd_draw = float(noise_rng.uniform(3.8, 5.5))  # at 5 mm slices; thinner slices are noisier
     params = draw_anatomy_params(anat_rng, head_scale)
     variant_draw = VARIANTS[int(path_rng.choice(len(VARIANTS), p=VARIANT_PROBABILITIES))]
     variant = variant or variant_draw
     tilt = float(tilt_draw if gantry_tilt_deg is None else gantry_tilt_deg)
     pixel = float(pixel_spacing_mm) if pixel_spacing_mm is not None else fov_mm / in_plane_size
-    sd = sd_draw if noise_sd_hu is None else float(noise_sd_hu)
+    sd_ref = sd_draw
 
     # slice planes: from below the foramen magnum to above the vertex, along the tilted plane normal
     pose = HeadPose.from_params(params)
@@ -228,6 +229,7 @@ def make_phantom(
     if nslices * spacing > 800:
         raise ValueError(f"num_slices x slice_spacing_mm = {nslices * spacing:.0f} mm exceeds 800 mm.")
     thickness = float(slice_thickness_mm) if slice_thickness_mm is not None else spacing
+    sd = float(np.clip(sd_ref * (5.0 / thickness) ** 0.25, 4.0, 8.0)) if noise_sd_hu is None else float(noise_sd_hu)
     acq = make_acquisition(in_plane_size, nslices, pixel, spacing, thickness, tilt, s_bottom + spacing / 2)
 
     coarse = float(coarse_spacing_mm) if coarse_spacing_mm is not None else max(1.0, pixel)

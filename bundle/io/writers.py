@@ -148,7 +148,7 @@ def write_nifti(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    logger.info("wrote %s", path)
+    logger.debug("wrote %s", path)
     return path
 
 
@@ -389,5 +389,5 @@ def write_ct_dicom_series(
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     files = [output_dir / n for n in names]
-    logger.info("wrote DICOM series %s (%d slices)", output_dir, len(files))
+    logger.debug("wrote DICOM series %s (%d slices)", output_dir, len(files))
     return files
