@@ -201,3 +201,52 @@ def test_bad_inputs():
         separable_affine(torch.zeros(8, 8, 8), rotation_translation_matrix((8, 8, 8), (90, 0, 0), (0, 0, 0)))
     with pytest.raises(ValueError, match="3D"):
         separable_affine(torch.zeros(8, 8), np.eye(4))
+
+
+FACTOR_CASES = [
+    ((64, 72, 40), (8, -9, 10), (5, -12, 3), None),
+    ((64, 72, 40), (-10, 10, -10), (20, -20, 20), None),
+    ((512, 512, 40), (10, -10, 10), (0, 0, 0), (0.45, 0.45, 5.0)),  # thick slices: large shears in voxel units
+]
+
+
+@pytest.mark.parametrize("shape,angles,translation,spacing", FACTOR_CASES)
+def test_pass_matrices_multiply_to_the_affine(shape, angles, translation, spacing):
+    from bundle.transforms.augmentation import _pass_matrices
+
+    matrix = rotation_translation_matrix(shape, angles, translation, spacing)
+    product = np.linalg.multi_dot(_pass_matrices(matrix, shape))
+    np.testing.assert_allclose(product, matrix, atol=1e-9)
+
+
+@pytest.mark.parametrize("where,agreement", [("centre", 0.99), ("edge", 0.98)])
+def test_label_box_is_as_good_as_the_whole_volume(where, agreement):
+    """Binary labels with zero padding are moved inside a box around them (zero-padded beyond the volume's faces):
+    as close to MONAI as moving the whole volume, and better where the mask touches the faces."""
+    shape = (96, 80, 48)
+    label = np.zeros(shape, np.uint8)
+    if where == "centre":
+        label[ellipsoid(shape, (20, 16, 10))] = 1
+    else:
+        label[:30, 50:, 30:] = 1  # touches three faces of the volume
+    channel = torch.from_numpy(label)
+    xform = RotateTranslate((7, -6, 9), (10, -8, 4), mode="binary", padding_mode="zeros", workspace={})
+    matrix = xform.matrix(channel[None])
+    boxed = xform(channel[None])[0].numpy() > 0
+    whole = xform._label(channel, matrix).numpy() > 0  # all passes on the volume itself
+    reference = monai_affine(channel, matrix, "bilinear", "zeros").numpy() >= 0.5
+    assert dice(boxed, reference) > agreement
+    assert dice(boxed, reference) >= dice(whole, reference) - 0.002
+    assert int(xform(torch.zeros(1, *shape, dtype=torch.uint8)).sum()) == 0
+
+
+def test_workspace_reuse_gives_identical_results():
+    volume = smooth_field((40, 36, 20))
+    matrix = rotation_translation_matrix(volume.shape, (4, -5, 6), (2, 3, -1))
+    workspace = {}
+    first = separable_affine(volume, matrix, workspace=workspace)
+    separable_affine(smooth_field((20, 20, 10)), np.eye(4), workspace=workspace)  # a smaller volume in between
+    second = separable_affine(volume, matrix, workspace=workspace)
+    torch.testing.assert_close(first, separable_affine(volume, matrix))
+    torch.testing.assert_close(second, first)
+    assert first.data_ptr() != second.data_ptr()  # results are never the workspace

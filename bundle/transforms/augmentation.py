@@ -158,47 +158,52 @@ def _shift(src: torch.Tensor, dst: torch.Tensor, axis: int, shift: float, neares
             tail.copy_(src.narrow(axis, n - 1, 1).expand_as(tail))
 
 
-def _resample_rows(src: torch.Tensor, dst: torch.Tensor, positions: np.ndarray, nearest: bool, zeros: bool) -> None:
-    """``dst[r] = src(positions[r])`` along axis 0 of 2D slabs (increasing positions), linear or nearest.
+class _Rows:
+    """Precomputed row indices and weights for resampling the rows of 2D slabs at fractional positions."""
 
-    Rows are processed in runs where ``floor(position) - r`` is constant, so every run is one ``lerp`` (or copy) of
-    two row-shifted views, with per-row weights only when the positions are scaled.
-    """
-    n_src, n = src.shape[0], dst.shape[0]
-    rows = np.arange(n)
-    k = np.floor(positions + 0.5 if nearest else positions).astype(np.int64)
-    f = np.zeros(n) if nearest else positions - k
-    top = n_src - 1 if nearest else n_src - 2  # largest k with every tap inside
-    # rows before the first sample, inside, after the last sample (positions increase, so these are contiguous)
-    start = int(np.searchsorted(k, 0, side="left"))
-    stop = int(np.searchsorted(k, top, side="right"))
-    stop = max(stop, start)
-    offset = k[start:stop] - rows[start:stop]
-    breaks = np.flatnonzero(np.diff(offset)) + 1
-    uniform = nearest or np.ptp(f[start:stop]) < 1e-9 if stop > start else True
-    for lo, hi in zip(np.r_[0, breaks] + start, np.r_[breaks, stop - start] + start, strict=True):
-        o = int(k[lo] - lo)
+    def __init__(self, positions: np.ndarray, n_src: int, nearest: bool, zeros: bool, dtype: torch.dtype):
+        self.nearest = nearest
         if nearest:
-            dst[lo:hi].copy_(src[lo + o : hi + o])
-        elif uniform:
-            torch.lerp(src[lo + o : hi + o], src[lo + o + 1 : hi + o + 1], float(f[lo]), out=dst[lo:hi])
-        else:
-            weight = torch.from_numpy(f[lo:hi]).to(src.dtype)[:, None]
-            torch.lerp(src[lo + o : hi + o], src[lo + o + 1 : hi + o + 1], weight, out=dst[lo:hi])
-    if start > 0:  # before the first sample
-        if zeros:
-            dst[:start].zero_()
-            if not nearest and k[start - 1] == -1:  # straddles sample 0
-                torch.mul(src[0], float(f[start - 1]), out=dst[start - 1])
-        else:
-            dst[:start].copy_(src[0:1].expand(start, -1))
-    if stop < n:  # after the last sample
-        if zeros:
-            dst[stop:].zero_()
-            if not nearest and k[stop] == n_src - 1:  # straddles the last sample
-                torch.mul(src[n_src - 1], 1.0 - float(f[stop]), out=dst[stop])
-        else:
-            dst[stop:].copy_(src[n_src - 1 : n_src].expand(n - stop, -1))
+            k = np.floor(positions + 0.5).astype(np.int64)
+            self.k0 = torch.from_numpy(np.clip(k, 0, n_src - 1))
+            outside = (k < 0) | (k > n_src - 1)
+            self.zero_rows = torch.from_numpy(np.flatnonzero(outside)) if zeros and outside.any() else None
+            return
+        k = np.floor(positions).astype(np.int64)
+        f = positions - k
+        self.k0 = torch.from_numpy(np.clip(k, 0, n_src - 1))
+        self.k1 = torch.from_numpy(np.clip(k + 1, 0, n_src - 1))
+        self.weight = torch.from_numpy(f).to(dtype)[:, None]
+        # zeros padding: taps outside the source contribute 0 (border: clipped taps repeat the edge row)
+        self.zero0 = torch.from_numpy(np.flatnonzero((k < 0) | (k > n_src - 1))) if zeros else None
+        self.zero1 = torch.from_numpy(np.flatnonzero((k + 1 < 0) | (k + 1 > n_src - 1))) if zeros else None
+
+    def __call__(self, src: torch.Tensor, dst: torch.Tensor, scratch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """``dst[r] = src(position[r])`` for a contiguous 2D ``src``; ``scratch`` holds two buffers shaped like dst."""
+        if self.nearest:
+            if dst.is_contiguous():
+                torch.index_select(src, 0, self.k0, out=dst)
+            else:
+                dst.copy_(torch.index_select(src, 0, self.k0, out=scratch[0]))
+            if self.zero_rows is not None:
+                dst.index_fill_(0, self.zero_rows, 0)
+            return
+        a = torch.index_select(src, 0, self.k0, out=scratch[0])
+        b = torch.index_select(src, 0, self.k1, out=scratch[1])
+        if self.zero0 is not None and self.zero0.numel():
+            a.index_fill_(0, self.zero0, 0)
+        if self.zero1 is not None and self.zero1.numel():
+            b.index_fill_(0, self.zero1, 0)
+        torch.lerp(a, b, self.weight, out=dst)
+
+
+def _transpose_into(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Copy the transpose of a 2D slab into the contiguous ``dst`` (numpy's cache-blocked copy is the fastest)."""
+    if src.dtype == torch.bfloat16:
+        dst.copy_(src.t())
+    else:
+        np.copyto(dst.numpy(), src.numpy().T)
+    return dst
 
 
 def _factor(matrix: np.ndarray) -> dict[str, float]:
@@ -225,8 +230,85 @@ def _factor(matrix: np.ndarray) -> dict[str, float]:
     return {"u22": u22, "a": a, "u00": u00, "b": b, "sy": sy, "l10": l10, "l20": l20, "c": c, "l21": r21 - l20 * c}
 
 
+def _scratch(workspace: dict | None, key: tuple, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A flat buffer of ``numel`` elements, kept in ``workspace`` under ``key`` (one per key, grown as needed)."""
+    if workspace is None:
+        return torch.empty(numel, dtype=dtype)
+    buf = workspace.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = workspace[key] = torch.empty(numel, dtype=dtype)
+    return buf[:numel]
+
+
+def _pass_matrices(matrix: np.ndarray, shape: Sequence[int]) -> list[np.ndarray]:
+    """The 4x4 index maps of the passes :func:`separable_affine` makes, in the order it makes them.
+
+    Their product is ``matrix``; the content at source index ``s`` sits, after pass ``k``, at
+    ``inv(P_1 @ ... @ P_k) @ s``.
+    """
+    co = _factor(matrix[:3, :3])
+    centre = (np.asarray(shape, dtype=np.float64) - 1.0) / 2.0
+    tx, ty, tz = matrix[:3, 3] + matrix[:3, :3] @ centre - centre
+    cx, cy, cz = centre
+
+    def single(axis: int, coefficients: dict[int, float], offset: float) -> np.ndarray:
+        p = np.eye(4)
+        p[axis, axis] = 0.0
+        for other, value in coefficients.items():
+            p[axis, other] += value
+        p[axis, 3] = offset
+        return p
+
+    return [
+        single(2, {2: co["u22"]}, tz + cz - co["u22"] * cz),
+        single(1, {1: 1.0, 2: co["a"]}, ty - co["a"] * cz),
+        single(0, {0: co["u00"], 2: co["b"]}, tx + cx - co["u00"] * cx - co["b"] * cz),
+        single(1, {1: co["sy"], 0: co["sy"] * co["l10"]}, cy - co["sy"] * cy - co["sy"] * co["l10"] * cx),
+        single(2, {2: 1.0, 0: co["l20"]}, -co["l20"] * cx),
+        single(0, {0: 1.0, 1: co["c"]}, -co["c"] * cy),
+        single(2, {2: 1.0, 1: co["l21"]}, -co["l21"] * cy),
+    ]
+
+
+def _content_box(
+    low: np.ndarray, high: np.ndarray, matrix: np.ndarray, shape: Sequence[int], margin: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """A box (same for source and output; it may reach outside the volume) that holds the content between ``low``
+    and ``high`` (inclusive source indices) in the output and in every intermediate image of
+    :func:`separable_affine`, so that the passes can run on that box alone and lose nothing at its faces.
+
+    The passes shear about the centre of the grid they run on, so the box is refined until it holds its own
+    intermediate images.
+    """
+    corners = np.array(
+        [[x, y, z, 1.0] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])]
+    )
+    lo, hi = np.asarray(low) - margin, np.asarray(high) + margin
+    for _ in range(8):
+        shift = np.eye(4)
+        shift[:3, 3] = lo
+        local = np.linalg.inv(shift) @ matrix @ shift
+        cumulative = np.eye(4)
+        points = [corners[:, :3]]
+        for p in _pass_matrices(local, hi - lo + 1):
+            cumulative = cumulative @ p
+            points.append((np.linalg.solve(cumulative, (corners - [*lo, 0]).T).T)[:, :3] + lo)
+        points = np.concatenate(points)
+        need_lo = np.floor(points.min(axis=0)).astype(int) - margin
+        need_hi = np.ceil(points.max(axis=0)).astype(int) + margin
+        if np.all(need_lo >= lo) and np.all(need_hi <= hi):
+            break
+        lo, hi = np.minimum(lo, need_lo), np.maximum(hi, need_hi)
+    return lo, hi
+
+
 def separable_affine(
-    volume: torch.Tensor, matrix: np.ndarray, mode: str = "bilinear", padding_mode: str = "border"
+    volume: torch.Tensor,
+    matrix: np.ndarray,
+    mode: str = "bilinear",
+    padding_mode: str = "border",
+    workspace: dict | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Resample a 3D volume through an affine index map with one-dimensional passes (see the module docstring).
 
@@ -240,6 +322,11 @@ def separable_affine(
         mode: ``"bilinear"`` (linear along each pass; default) or ``"nearest"`` (labels).
         padding_mode: value for samples outside the volume: ``"border"`` (nearest edge value; default) or
             ``"zeros"``.
+        workspace: a dict in which the scratch volume is kept between calls (one per dtype, grown to the largest
+            size seen), sparing the page faults of a fresh allocation (about 0.2 s per 512x512x320 float32 volume).
+            Default None: allocate.
+        out: a contiguous tensor of the volume's size and dtype to write the result into (it must not be
+            ``volume``). Default None: a new tensor.
 
     Returns:
         A new contiguous tensor with the shape and dtype of ``volume``.
@@ -273,32 +360,46 @@ def separable_affine(
     ix, iy, iz = np.arange(nx) - cx, np.arange(ny) - cy, np.arange(nz) - cz
 
     numel = src.numel()
-    buf_a = torch.empty(numel, dtype=src.dtype)
-    buf_b = torch.empty(numel, dtype=src.dtype)
+    buf_a = _scratch(workspace, ("scratch", src.dtype), numel, src.dtype)
+    if out is not None:
+        if (
+            out.shape != src.shape
+            or out.dtype != src.dtype
+            or not out.is_contiguous()
+            or out.data_ptr() == src.data_ptr()
+        ):
+            raise ValueError("out must be a contiguous tensor like volume, and not volume itself.")
+        buf_b = out.view(-1)
+    else:
+        buf_b = torch.empty(numel, dtype=src.dtype)
     l2_a, l2_b = buf_a.view(nx, nz, ny), buf_b.view(nx, nz, ny)
     l1_a, l1_b = buf_a.view(nx, ny, nz), buf_b.view(nx, ny, nz)
 
     # Four sweeps over the volume; within a sweep each slab gets its one or two 1D passes while in cache.
+    dtype = src.dtype
     # 1. (x-slabs) z <- u22 z + tz, fused with the transpose (X, Y, Z) -> (X, Z, Y)
-    zpos = co["u22"] * iz + tz + cz
-    tmp_zy = torch.empty((nz, ny), dtype=src.dtype)
+    rows_z = _Rows(co["u22"] * iz + tz + cz, nz, nearest, zeros, dtype)
+    tmp_zy = torch.empty((nz, ny), dtype=dtype)
+    scratch_zy = (torch.empty((nz, ny), dtype=dtype), torch.empty((nz, ny), dtype=dtype))
     for i in range(nx):
-        tmp_zy.copy_(src[i].t())
-        _resample_rows(tmp_zy, l2_a[i], zpos, nearest, zeros)
-    # 2. (z-slabs) x <- u00 x + b z + tx and y <- y + a z + ty
-    tmp_xy = torch.empty((nx, ny), dtype=src.dtype)
+        rows_z(_transpose_into(src[i], tmp_zy), l2_a[i], scratch_zy)
+    # 2. (z-slabs) y <- y + a z + ty and x <- u00 x + b z + tx
+    tmp_xy = torch.empty((nx, ny), dtype=dtype)
+    scratch_xy = (torch.empty((nx, ny), dtype=dtype), torch.empty((nx, ny), dtype=dtype))
     for j in range(nz):
         _shift(l2_a[:, j, :], tmp_xy, 1, co["a"] * iz[j] + ty, nearest, zeros)
-        _resample_rows(tmp_xy, l2_b[:, j, :], co["u00"] * ix + co["b"] * iz[j] + tx + cx, nearest, zeros)
+        rows_x = _Rows(co["u00"] * ix + co["b"] * iz[j] + tx + cx, nx, nearest, zeros, dtype)
+        rows_x(tmp_xy, l2_b[:, j, :], scratch_xy)
     # 3. (x-slabs) y <- sy (y + l10 x), fused with the transpose back (X, Z, Y) -> (X, Y, Z), then z <- z + l20 x
-    tmp_yz = torch.empty((ny, nz), dtype=src.dtype)
-    tmp_yz2 = torch.empty((ny, nz), dtype=src.dtype)
+    tmp_yz = torch.empty((ny, nz), dtype=dtype)
+    tmp_yz2 = torch.empty((ny, nz), dtype=dtype)
+    scratch_yz = (torch.empty((ny, nz), dtype=dtype), torch.empty((ny, nz), dtype=dtype))
     for i in range(nx):
-        tmp_yz.copy_(l2_b[i].t())
-        _resample_rows(tmp_yz, tmp_yz2, co["sy"] * (iy + co["l10"] * ix[i]) + cy, nearest, zeros)
+        rows_y = _Rows(co["sy"] * (iy + co["l10"] * ix[i]) + cy, ny, nearest, zeros, dtype)
+        rows_y(_transpose_into(l2_b[i], tmp_yz), tmp_yz2, scratch_yz)
         _shift(tmp_yz2, l1_a[i], 1, co["l20"] * ix[i], nearest, zeros)
     # 4. (y-slabs) x <- x + c y and z <- z + l21 y
-    tmp_xz = torch.empty((nx, nz), dtype=src.dtype)
+    tmp_xz = torch.empty((nx, nz), dtype=dtype)
     for j in range(ny):
         _shift(l1_a[:, j, :], tmp_xz, 0, co["c"] * iy[j], nearest, zeros)
         _shift(tmp_xz, l1_b[:, j, :], 1, co["l21"] * iy[j], nearest, zeros)
@@ -329,6 +430,7 @@ class RotateTranslate(Transform):
         padding_mode: "border" (default) or "zeros", for voxels that come from outside the volume.
         physical: rotate in millimetres using the voxel spacing of a ``MetaTensor`` (plain arrays: voxel space).
             Defaults to True.
+        workspace: dict that keeps scratch volumes between calls (see :func:`separable_affine`). Default None.
 
     Raises:
         ValueError: for a bad ``mode``/``padding_mode``, or angles/translations that are not 3 numbers.
@@ -348,6 +450,7 @@ class RotateTranslate(Transform):
         mode: str = "bilinear",
         padding_mode: str = "border",
         physical: bool = True,
+        workspace: dict | None = None,
     ):
         if len(angles_deg) != 3 or len(translation_vox) != 3:
             raise ValueError(f"angles_deg and translation_vox need 3 values each, got {angles_deg}, {translation_vox}.")
@@ -356,11 +459,65 @@ class RotateTranslate(Transform):
         self.mode = _check_option(mode, _LABEL_MODES, "mode")
         self.padding_mode = _check_option(padding_mode, _PADDING, "padding_mode")
         self.physical = bool(physical)
+        self.workspace = workspace
 
     def matrix(self, img: torch.Tensor) -> np.ndarray:
         """The 4x4 output-index -> source-index map for ``img`` ``(C, X, Y, Z)``."""
         spacing = _spacing(img) if self.physical else None
         return rotation_translation_matrix(img.shape[1:], self.angles_deg, self.translation_vox, spacing)
+
+    def _label(self, channel: torch.Tensor, mat: np.ndarray, checked: bool = False) -> torch.Tensor:
+        """One label channel moved with ``mode`` "binary" or "nearest" (same dtype)."""
+        if self.mode == "nearest":
+            return separable_affine(channel, mat, "nearest", self.padding_mode, self.workspace)
+        if not checked and channel.numel() and (channel.min() < 0 or channel.max() > 1):
+            raise ValueError("mode 'binary' needs a 0/1 mask; use mode 'nearest' for multi-class labels.")
+        soft = _scratch(self.workspace, ("soft", torch.float16), channel.numel(), torch.float16).view(channel.shape)
+        soft.copy_(channel)
+        out = None
+        if self.workspace is not None:  # the float16 result is scratch too: only the threshold is returned
+            out = _scratch(self.workspace, ("out", torch.float16), soft.numel(), torch.float16).view(soft.shape)
+        moved = separable_affine(soft, mat, "bilinear", self.padding_mode, self.workspace, out)
+        if channel.element_size() == 1:  # uint8/int8/bool: write the comparison straight into the result
+            result = torch.empty(moved.shape, dtype=channel.dtype)
+            torch.ge(moved, 0.5, out=result.view(torch.bool))
+            return result
+        return (moved >= 0.5).to(channel.dtype)
+
+    def _label_in_box(self, channel: torch.Tensor, mat: np.ndarray) -> torch.Tensor:
+        """Labels padded with zeros: move only a box around the mask (a head's cavity is a fraction of the volume),
+        zero-padded beyond the volume's faces so that a mask touching them loses nothing between passes."""
+        if channel.numel() == 0:
+            return channel.clone()
+        if channel.dtype == torch.bool or not channel.dtype.is_signed:
+            plane = channel.amax(dim=2)  # one pass: (X, Y) footprint, then the Z profile
+            column = channel.amax(dim=0).amax(dim=0)  # reducing the outer axis first is ~20x faster
+            top = int(plane.max()) if plane.numel() else 0
+        else:
+            nonzero = channel.ne(0)
+            plane, column = nonzero.any(dim=2), nonzero.any(dim=(0, 1))
+            top = int(channel.max()) if int(channel.min()) >= 0 else 2  # negative values: not a 0/1 mask
+        if self.mode == "binary" and top > 1:
+            raise ValueError("mode 'binary' needs a 0/1 mask; use mode 'nearest' for multi-class labels.")
+        profiles = [plane.ne(0).any(dim=1), plane.ne(0).any(dim=0), column.ne(0)]
+        if not bool(profiles[2].any()):
+            return torch.zeros_like(channel)
+        low = np.array([int(torch.nonzero(p)[0]) for p in profiles])
+        high = np.array([int(torch.nonzero(p)[-1]) for p in profiles])
+        lo, hi = _content_box(low, high, mat, channel.shape)
+        size = np.asarray(channel.shape)
+        # the box, zero-padded where it reaches outside the volume (content is never clipped between passes)
+        inner_lo, inner_hi = np.maximum(lo, 0), np.minimum(hi, size - 1)
+        box = torch.zeros(tuple(int(v) for v in hi - lo + 1), dtype=channel.dtype)
+        volume_part = tuple(slice(int(a), int(b) + 1) for a, b in zip(inner_lo, inner_hi, strict=True))
+        box_part = tuple(slice(int(a - o), int(b - o) + 1) for a, b, o in zip(inner_lo, inner_hi, lo, strict=True))
+        box[box_part] = channel[volume_part]
+        shift = np.eye(4)
+        shift[:3, 3] = lo
+        moved = self._label(box, np.linalg.inv(shift) @ mat @ shift, checked=True)
+        result = torch.zeros_like(channel)
+        result[volume_part] = moved[box_part]
+        return result
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """Transform ``img`` ``(C, X, Y, Z)`` (numpy, tensor or MetaTensor); returns the same type and dtype."""
@@ -372,17 +529,14 @@ class RotateTranslate(Transform):
         data = tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
         channels = []
         for channel in data:
-            if self.mode == "binary":
-                if channel.numel() and (channel.min() < 0 or channel.max() > 1):
-                    raise ValueError("mode 'binary' needs a 0/1 mask; use mode 'nearest' for multi-class labels.")
-                moved = separable_affine(channel.to(torch.float16), mat, "bilinear", self.padding_mode)
-                channels.append((moved >= 0.5).to(channel.dtype))
+            if self.mode in ("binary", "nearest") and self.padding_mode == "zeros":
+                channels.append(self._label_in_box(channel, mat))
             elif self.mode == "bilinear":
-                moved = separable_affine(channel, mat, "bilinear", self.padding_mode)
+                moved = separable_affine(channel, mat, "bilinear", self.padding_mode, self.workspace)
                 channels.append(moved if channel.is_floating_point() else moved.round().to(channel.dtype))
             else:
-                channels.append(separable_affine(channel, mat, "nearest", self.padding_mode))
-        out = torch.stack(channels)
+                channels.append(self._label(channel, mat))
+        out = channels[0][None] if len(channels) == 1 else torch.stack(channels)
         if is_numpy:
             return out.numpy()
         if isinstance(img, MetaTensor):
@@ -404,6 +558,10 @@ class RandRotateTranslate(RandomizableTransform):
         mode: see :py:class:`RotateTranslate`. Defaults to "bilinear".
         padding_mode: see :py:class:`RotateTranslate`. Defaults to "border".
         physical: see :py:class:`RotateTranslate`. Defaults to True.
+        cache_buffers: keep the scratch volumes between calls (one per dtype and role, as large as the largest volume
+            seen: about 335 MB for a 512x512x320 float32 image, at most 2 x 168 MB for a binary label), which saves
+            their page faults on every call.
+            Defaults to True.
 
     Raises:
         ValueError: for a negative or over-30-degree range, or a bad option.
@@ -424,8 +582,10 @@ class RandRotateTranslate(RandomizableTransform):
         mode: str = "bilinear",
         padding_mode: str = "border",
         physical: bool = True,
+        cache_buffers: bool = True,
     ):
         RandomizableTransform.__init__(self, prob)
+        self.workspace: dict | None = {} if cache_buffers else None
         rot = np.asarray(ensure_tuple_rep(max_rotation_deg, 3), dtype=np.float64)
         shift = np.asarray(ensure_tuple_rep(max_translation_vox, 3), dtype=np.float64)
         if rot.shape != (3,) or np.any(rot < 0) or np.any(rot > 30):
@@ -464,6 +624,7 @@ class RandRotateTranslate(RandomizableTransform):
             mode=mode or self.mode,
             padding_mode=padding_mode or self.padding_mode,
             physical=self.physical,
+            workspace=self.workspace,
         )(img)
 
 
@@ -480,6 +641,7 @@ class RandRotateTranslated(RandomizableTransform, MapTransform):
         padding_mode: one for all keys or one per key. Default None: "border" for the first key, "zeros" for the
             others.
         physical: see :py:class:`RotateTranslate`. Defaults to True.
+        cache_buffers: see :py:class:`RandRotateTranslate`. Defaults to True.
         allow_missing_keys: don't raise for missing keys. Default False.
 
     Example:
@@ -500,6 +662,7 @@ class RandRotateTranslated(RandomizableTransform, MapTransform):
         mode: Sequence[str] | str | None = None,
         padding_mode: Sequence[str] | str | None = None,
         physical: bool = True,
+        cache_buffers: bool = True,
         allow_missing_keys: bool = False,
     ):
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -512,7 +675,11 @@ class RandRotateTranslated(RandomizableTransform, MapTransform):
             _check_option(p, _PADDING, "padding_mode") for p in ensure_tuple_rep(padding_mode, len(self.keys))
         )
         self.rand = RandRotateTranslate(
-            prob=1.0, max_rotation_deg=max_rotation_deg, max_translation_vox=max_translation_vox, physical=physical
+            prob=1.0,
+            max_rotation_deg=max_rotation_deg,
+            max_translation_vox=max_translation_vox,
+            physical=physical,
+            cache_buffers=cache_buffers,
         )
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
