@@ -83,6 +83,17 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (CTInputError, DicomSegError)
 
 
+def _expected_cause(err: BaseException, expected: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The expected error behind ``err`` (MONAI's ``apply_transform`` wraps errors in RuntimeError), or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, expected):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     from bundle.workflows.writers import atomic_output
 
@@ -155,6 +166,20 @@ class _Pipeline:
         data["pred"] = logits[0].float().cpu()
         data = self.postprocessing(data)
         return data["pred"], hu_ras, dict(data["image"].meta)
+
+
+_PIPELINES: dict[tuple, _Pipeline] = {}
+
+
+def _get_pipeline(preset: str, weights: str | os.PathLike | None, device: str) -> _Pipeline:
+    """Build the pipeline once per (preset, weights file and its mtime, device); repeated API calls reuse it."""
+    weights_path = Path(weights) if weights is not None else REPO_ROOT / "models" / "model.pt"
+    stamp = weights_path.stat().st_mtime_ns if weights_path.is_file() else None
+    key = (str(preset), str(weights_path.resolve()), stamp, str(device))
+    if key not in _PIPELINES:
+        _PIPELINES.clear()  # keep at most one network in memory
+        _PIPELINES[key] = _Pipeline(preset, weights, device)
+    return _PIPELINES[key]
 
 
 def _spacing(affine: np.ndarray) -> list[float]:
@@ -486,7 +511,7 @@ def segment(
                 results.append(SeriesResult(case.name, str(case.path), "skipped", "", volume, report_path, done))
                 continue
             if pipeline is None:
-                pipeline = _Pipeline(preset, weights, device)
+                pipeline = _get_pipeline(preset, weights, device)
                 info = {
                     "model": "UNetConvLSTM",
                     "preset": pipeline.preset,
@@ -503,12 +528,14 @@ def segment(
                         case, output, pipeline, info, dicom_seg=dicom_seg, qc=qc, reference=ref, tmp_root=Path(tmp)
                     )
                 )
-            except expected as err:
-                logger.error("%s: failed: %s", case.name, err)
-                results.append(SeriesResult(case.name, str(case.path), "failed", str(err)))
             except Exception as err:  # noqa: BLE001 - one bad case must not stop the batch
-                logger.exception("%s: failed with an unexpected error", case.name)
-                results.append(SeriesResult(case.name, str(case.path), "failed", f"{type(err).__name__}: {err}"))
+                cause = _expected_cause(err, expected)
+                if cause is not None:  # bad input: the message names the file and the problem; no traceback
+                    logger.error("%s: failed: %s", case.name, cause)
+                    results.append(SeriesResult(case.name, str(case.path), "failed", str(cause)))
+                else:
+                    logger.exception("%s: failed with an unexpected error", case.name)
+                    results.append(SeriesResult(case.name, str(case.path), "failed", f"{type(err).__name__}: {err}"))
     _write_summary(output, results, skipped)
     failed = [r for r in results if r.status == "failed"]
     logger.info(

@@ -119,7 +119,7 @@ def find_series(input_path: str | os.PathLike) -> tuple[list[SeriesInput], list[
             raise CTInputError(root, "is a file but not NIfTI (.nii/.nii.gz); pass a DICOM series as its folder.")
         return [SeriesInput(_safe(_stem(root)), root)], []
     children = _visible_children(root)
-    if children and not any(p.is_dir() for p in children) and not any(_is_nifti(p) for p in children):
+    if not any(p.is_dir() for p in children) and not any(_is_nifti(p) for p in children):  # also an empty folder
         return [SeriesInput(_safe(root.resolve().name), root)], []
 
     taken: set[str] = set()
