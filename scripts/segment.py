@@ -54,6 +54,8 @@ def main(
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
     log = logging.getLogger("segment")
+    if not verbose:  # highdicom logs every module it copies at INFO
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
     # heavy imports after argument parsing; the bundle root is this script's parent folder
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bundle.io.errors import CTInputError

@@ -293,3 +293,22 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, tiny_weights, make_ba
     assert "1 of 1 case(s) failed" in proc.stderr
     for fragment in fragments:
         assert fragment in proc.stderr
+
+
+def test_two_series_sharing_a_folder_in_a_tree_are_segmented_separately(tmp_path, tiny_weights):
+    p = phantom(9)
+    folder = tmp_path / "tree" / "study" / "mixed"
+    first = write_ct_dicom_series(p.image, p.affine, folder, series_description="a")
+    second = write_ct_dicom_series(p.image, p.affine, tmp_path / "b", series_description="b", seed=1)
+    second = [f.rename(folder / f"b_{f.name}") for f in second]
+    results = run(tmp_path / "tree", tmp_path / "out", tiny_weights, dicom_seg=True, qc=False)
+    assert [r.status for r in results] == ["done", "done"]
+    referenced = set()
+    for r in results:
+        seg = pydicom.dcmread(tmp_path / "out" / f"{r.name}_seg.dcm")
+        referenced.add(str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID))
+        assert len(seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence) == len(first)
+    expected = {str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID) for f in (first[0], second[0])}
+    assert referenced == expected
+    # the input folder is untouched: nothing written or removed there
+    assert sorted(f.name for f in folder.iterdir()) == sorted(f.name for f in first + second)
