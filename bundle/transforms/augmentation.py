@@ -159,42 +159,51 @@ def _shift(src: torch.Tensor, dst: torch.Tensor, axis: int, shift: float, neares
 
 
 class _Rows:
-    """Precomputed row indices and weights for resampling the rows of 2D slabs at fractional positions."""
+    """Row indices and weights for resampling the rows of 2D slabs at fractional positions, for many slabs at once.
+
+    ``positions`` is ``(num_slabs, rows)``; ``rows(s, src, dst, scratch)`` resamples slab ``s``. Everything is
+    computed in one go, so that the per-slab work is only tensor operations.
+    """
 
     def __init__(self, positions: np.ndarray, n_src: int, nearest: bool, zeros: bool, dtype: torch.dtype):
+        positions = np.atleast_2d(positions)
         self.nearest = nearest
-        if nearest:
-            k = np.floor(positions + 0.5).astype(np.int64)
-            self.k0 = torch.from_numpy(np.clip(k, 0, n_src - 1))
-            outside = (k < 0) | (k > n_src - 1)
-            self.zero_rows = torch.from_numpy(np.flatnonzero(outside)) if zeros and outside.any() else None
-            return
-        k = np.floor(positions).astype(np.int64)
-        f = positions - k
+        k = np.floor(positions + 0.5 if nearest else positions).astype(np.int64)
         self.k0 = torch.from_numpy(np.clip(k, 0, n_src - 1))
-        self.k1 = torch.from_numpy(np.clip(k + 1, 0, n_src - 1))
-        self.weight = torch.from_numpy(f).to(dtype)[:, None]
-        # zeros padding: taps outside the source contribute 0 (border: clipped taps repeat the edge row)
-        self.zero0 = torch.from_numpy(np.flatnonzero((k < 0) | (k > n_src - 1))) if zeros else None
-        self.zero1 = torch.from_numpy(np.flatnonzero((k + 1 < 0) | (k + 1 > n_src - 1))) if zeros else None
+        self.zero0: list | None = None
+        self.zero1: list | None = None
+        if not nearest:
+            self.k1 = torch.from_numpy(np.clip(k + 1, 0, n_src - 1))
+            self.weight = torch.from_numpy(positions - k).to(dtype)[..., None]
+        if zeros:  # taps outside the source contribute 0 (border: the clipped taps repeat the edge row)
+            self.zero0 = self._outside(k, n_src)
+            if not nearest:
+                self.zero1 = self._outside(k + 1, n_src)
 
-    def __call__(self, src: torch.Tensor, dst: torch.Tensor, scratch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        """``dst[r] = src(position[r])`` for a contiguous 2D ``src``; ``scratch`` holds two buffers shaped like dst."""
+    @staticmethod
+    def _outside(k: np.ndarray, n_src: int) -> list:
+        outside = (k < 0) | (k > n_src - 1)
+        return [torch.from_numpy(np.flatnonzero(row)) if row.any() else None for row in outside]
+
+    def __call__(
+        self, slab: int, src: torch.Tensor, dst: torch.Tensor, scratch: tuple[torch.Tensor, torch.Tensor]
+    ) -> None:
+        """``dst[r] = src(position[slab, r])`` for a contiguous 2D ``src``; ``scratch``: two buffers like ``dst``."""
         if self.nearest:
             if dst.is_contiguous():
-                torch.index_select(src, 0, self.k0, out=dst)
+                torch.index_select(src, 0, self.k0[slab], out=dst)
             else:
-                dst.copy_(torch.index_select(src, 0, self.k0, out=scratch[0]))
-            if self.zero_rows is not None:
-                dst.index_fill_(0, self.zero_rows, 0)
+                dst.copy_(torch.index_select(src, 0, self.k0[slab], out=scratch[0]))
+            if self.zero0 is not None and self.zero0[slab] is not None:
+                dst.index_fill_(0, self.zero0[slab], 0)
             return
-        a = torch.index_select(src, 0, self.k0, out=scratch[0])
-        b = torch.index_select(src, 0, self.k1, out=scratch[1])
-        if self.zero0 is not None and self.zero0.numel():
-            a.index_fill_(0, self.zero0, 0)
-        if self.zero1 is not None and self.zero1.numel():
-            b.index_fill_(0, self.zero1, 0)
-        torch.lerp(a, b, self.weight, out=dst)
+        a = torch.index_select(src, 0, self.k0[slab], out=scratch[0])
+        b = torch.index_select(src, 0, self.k1[slab], out=scratch[1])
+        if self.zero0 is not None and self.zero0[slab] is not None:
+            a.index_fill_(0, self.zero0[slab], 0)
+        if self.zero1 is not None and self.zero1[slab] is not None:
+            b.index_fill_(0, self.zero1[slab], 0)
+        torch.lerp(a, b, self.weight[slab], out=dst)
 
 
 def _transpose_into(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -379,24 +388,24 @@ def separable_affine(
     dtype = src.dtype
     # 1. (x-slabs) z <- u22 z + tz, fused with the transpose (X, Y, Z) -> (X, Z, Y)
     rows_z = _Rows(co["u22"] * iz + tz + cz, nz, nearest, zeros, dtype)
+    rows_x = _Rows(co["u00"] * ix[None, :] + co["b"] * iz[:, None] + tx + cx, nx, nearest, zeros, dtype)
+    rows_y = _Rows(co["sy"] * (iy[None, :] + co["l10"] * ix[:, None]) + cy, ny, nearest, zeros, dtype)
     tmp_zy = torch.empty((nz, ny), dtype=dtype)
     scratch_zy = (torch.empty((nz, ny), dtype=dtype), torch.empty((nz, ny), dtype=dtype))
     for i in range(nx):
-        rows_z(_transpose_into(src[i], tmp_zy), l2_a[i], scratch_zy)
+        rows_z(0, _transpose_into(src[i], tmp_zy), l2_a[i], scratch_zy)
     # 2. (z-slabs) y <- y + a z + ty and x <- u00 x + b z + tx
     tmp_xy = torch.empty((nx, ny), dtype=dtype)
     scratch_xy = (torch.empty((nx, ny), dtype=dtype), torch.empty((nx, ny), dtype=dtype))
     for j in range(nz):
         _shift(l2_a[:, j, :], tmp_xy, 1, co["a"] * iz[j] + ty, nearest, zeros)
-        rows_x = _Rows(co["u00"] * ix + co["b"] * iz[j] + tx + cx, nx, nearest, zeros, dtype)
-        rows_x(tmp_xy, l2_b[:, j, :], scratch_xy)
+        rows_x(j, tmp_xy, l2_b[:, j, :], scratch_xy)
     # 3. (x-slabs) y <- sy (y + l10 x), fused with the transpose back (X, Z, Y) -> (X, Y, Z), then z <- z + l20 x
     tmp_yz = torch.empty((ny, nz), dtype=dtype)
     tmp_yz2 = torch.empty((ny, nz), dtype=dtype)
     scratch_yz = (torch.empty((ny, nz), dtype=dtype), torch.empty((ny, nz), dtype=dtype))
     for i in range(nx):
-        rows_y = _Rows(co["sy"] * (iy + co["l10"] * ix[i]) + cy, ny, nearest, zeros, dtype)
-        rows_y(_transpose_into(l2_b[i], tmp_yz), tmp_yz2, scratch_yz)
+        rows_y(i, _transpose_into(l2_b[i], tmp_yz), tmp_yz2, scratch_yz)
         _shift(tmp_yz2, l1_a[i], 1, co["l20"] * ix[i], nearest, zeros)
     # 4. (y-slabs) x <- x + c y and z <- z + l21 y
     tmp_xz = torch.empty((nx, nz), dtype=dtype)
