@@ -4,7 +4,8 @@
 The top row shows axial slices of a real non-contrast head CT (a DICOM series folder, read simply with pydicom) in a
 soft-tissue window (W80 L40) and a bone window (W2000 L500). Each further row is one full-size phantom: axial
 slices at the posterior fossa and at the lateral ventricles and a mid-sagittal slice, in both windows, with the
-cranial-cavity label outlined in red on the soft-tissue tiles. Images are shown as stored (a tilted phantom's
+cranial-cavity label outlined in red on the soft-tissue tiles (for a phantom with a lesion the second axial slice
+goes through the lesion). Images are shown as stored (a tilted phantom's
 sagittal slice is sheared, as a viewer shows it) in the radiological convention (patient's right on the left,
 anterior up; sagittal: anterior left).
 
@@ -91,9 +92,13 @@ def _phantom_tiles(seed: int, in_plane_size: int):
     ph = make_phantom(seed, in_plane_size=in_plane_size)
     spacing = ph.info["slice_spacing_mm"]
     fm_voxel = np.linalg.solve(ph.affine, np.r_[ph.info["foramen_magnum"]["point"], 1.0])[:3]
+    levels = [fm_voxel[2] + 22.0 / spacing, fm_voxel[2] + 65.0 / spacing]
+    if ph.info.get("lesion_centre_world") is not None:  # show the lesion instead of the ventricles
+        lesion = np.linalg.solve(ph.affine, np.r_[ph.info["lesion_centre_world"], 1.0])[:3]
+        levels[1] = lesion[2]
     tiles = []
-    for above_fm_mm in (22.0, 65.0):
-        k = int(np.clip(round(fm_voxel[2] + above_fm_mm / spacing), 0, ph.image.shape[2] - 1))
+    for level in levels:
+        k = int(np.clip(round(level), 0, ph.image.shape[2] - 1))
         axial = ph.image[::-1, ::-1, k].T  # rows anterior -> posterior, columns patient right -> left
         label = ph.label[::-1, ::-1, k].T
         tiles += [_tile(axial, SOFT, label), _tile(axial, BONE)]

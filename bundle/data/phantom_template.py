@@ -144,16 +144,26 @@ def _padded_atlas_2mm() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     from scipy import ndimage
 
     hu, mask = load_atlas()
-    idx = np.argwhere(mask)
     step = int(_SDF_SPACING_MM)
-    lo = np.floor(idx.min(0) - _MARGIN_MM).astype(int)
-    n = -(-(np.ceil(idx.max(0) + _MARGIN_MM).astype(int) - lo + 1) // step)
-    shape1 = tuple(int(v) for v in n * step)
-    hu_pad = _crop_pad(hu, lo, shape1)
-    mask_pad = _crop_pad(mask.astype(np.float32), lo, shape1)
-    blocks = (n[0], step, n[1], step, n[2], step)
-    hu2 = hu_pad.reshape(blocks).mean(axis=(1, 3, 5), dtype=np.float32)
-    frac2 = mask_pad.reshape(blocks).mean(axis=(1, 3, 5), dtype=np.float32)
+    first, last = [], []
+    for d in range(3):
+        occupied = np.nonzero(mask.any(axis=tuple(e for e in range(3) if e != d)))[0]
+        first.append(occupied[0])
+        last.append(occupied[-1])
+    lo = np.floor(np.array(first) - _MARGIN_MM).astype(int)
+    n = -(-(np.ceil(np.array(last) + _MARGIN_MM).astype(int) - lo + 1) // step)
+    # 2 mm block means over the atlas part of the padded grid (blocks start at lo; outside the atlas is empty)
+    a0 = np.where(lo < 0, lo + step * (-(lo // step)), lo)  # first atlas index on a block boundary
+    a1 = a0 + step * ((np.minimum(lo + n * step, hu.shape) - a0) // step)
+    b0 = (a0 - lo) // step
+    crop = tuple(slice(int(a), int(b)) for a, b in zip(a0, a1, strict=True))
+    counts = (a1 - a0) // step
+    blocks = (counts[0], step, counts[1], step, counts[2], step)
+    place = tuple(slice(int(b), int(b + c)) for b, c in zip(b0, counts, strict=True))
+    hu2 = np.zeros(tuple(int(v) for v in n), dtype=np.float32)
+    frac2 = np.zeros_like(hu2)
+    hu2[place] = hu[crop].reshape(blocks).mean(axis=(1, 3, 5), dtype=np.float32)
+    frac2[place] = mask[crop].reshape(blocks).mean(axis=(1, 3, 5), dtype=np.float32)
     inside = ndimage.binary_fill_holes(ndimage.gaussian_filter(frac2, 0.75) >= 0.5)
     d_out = ndimage.distance_transform_edt(~inside)
     d_in = ndimage.distance_transform_edt(inside)

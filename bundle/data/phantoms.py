@@ -91,7 +91,8 @@ class Phantom:
         affine: 4x4 RAS voxel-to-world matrix (mm); sheared when the gantry is tilted.
         info: generation record: ``seed``, ``variant``, ``gantry_tilt_deg``, ``pixel_spacing_mm``,
             ``slice_spacing_mm``, ``slice_thickness_mm``, ``volume_ml`` (label volume), ``noise_sd_hu``,
-            ``foramen_magnum`` (world point and normal), ``pathology``, anatomy summary; with ``return_tissues`` also
+            ``foramen_magnum`` (world point and normal), ``pathology``, ``lesion_centre_world`` (approximate), anatomy
+            summary; with ``return_tissues`` also
             ``tissue_map`` (uint8 tissue code where a voxel is one tissue only, 255 where mixed).
     """
 
@@ -256,6 +257,7 @@ def make_phantom(
         "outside_fov_hu": OUTSIDE_FOV_HU,
         "foramen_magnum": {"point": comp.foramen_magnum[0].tolist(), "normal": comp.foramen_magnum[1].tolist()},
         "volume_ml": float(label.sum(dtype=np.int64)) * abs(float(np.linalg.det(acq.affine[:3, :3]))) / 1000.0,
+        "lesion_centre_world": _lesion_centre(pathology.params, pose),
         **params.summary(),
     }
     if return_tissues:
@@ -311,6 +313,16 @@ def phantom_anatomy(
     shape = tuple(int(v) for v in np.ceil(np.array([230.0, 255.0, 230.0]) / spacing_mm) + 1)
     grid = CoarseGrid(origin=lo, spacing=spacing_mm, shape=shape)
     return compose_head(grid, template, params, field_rng, pathology, track_mixed=True), grid
+
+
+def _lesion_centre(params: dict, pose: HeadPose) -> list[float] | None:
+    """World position (mm, without the smooth displacement) of the lesion or defect centre, if any."""
+    point = params.get("centre", params.get("apex"))
+    if point is None:
+        return None
+    if "apex" in params:  # infarct wedge: halfway from its apex to the cortex
+        point = 0.5 * (np.asarray(params["apex"]) + np.asarray(params["base"]))
+    return [round(float(v), 3) for v in pose.to_world(np.asarray([point], dtype=np.float64))[0]]
 
 
 def _acquire(hu, cavity, grid, acq: Acquisition, sd: float, rng: np.random.Generator, s_fm: float, s_bottom: float):
