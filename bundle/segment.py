@@ -369,16 +369,28 @@ def _segment_one(
             write_dicom_seg(frames, datasets, seg_path)  # logs the file written
             files.append(seg_path.name)
 
+    ref = None
+    agreement: dict = {}
+    if reference is not None:
+        from bundle.metrics import dice_score
+
+        ref = _load_reference(reference, native.shape, affine)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # both empty: nan, reported as null
+            dice = dice_score(native, ref)
+        agreement = {
+            "reference": str(reference),
+            "reference_volume_ml": round(float(intracranial_volume_ml(ref, affine)), 3),
+            "dice_vs_reference": None if np.isnan(dice) else round(float(dice), 5),
+        }
     if qc:
         from bundle.qc import save_qc_png
 
         labels = (("L", "R"), ("P", "A"), ("I", "S"))
         orient = Orientation(axcodes="RAS", labels=labels)
         mask_ras = orient(MetaTensor(torch.from_numpy(native)[None], affine=torch.as_tensor(affine)))
-        ref_path = _reference_for(reference, case, single=True)
         ref_ras = None
-        if ref_path is not None:
-            ref = _load_reference(ref_path, native.shape, affine)
+        if ref is not None:
             ref_ras = orient(MetaTensor(torch.from_numpy(ref.astype(np.uint8))[None], affine=torch.as_tensor(affine)))
             ref_ras = ref_ras.numpy()[0]
         qc_path = output / f"{case.name}_qc.png"
@@ -404,6 +416,7 @@ def _segment_one(
         warnings_list=messages,
         files=files,
     )
+    report.update(agreement)
     report_path = output / f"{case.name}{REPORT_SUFFIX}"
     _atomic_write_bytes(report_path, (json.dumps(report, indent=2) + "\n").encode())
     return SeriesResult(case.name, str(case.path), "done", "", float(volume), report_path, report)

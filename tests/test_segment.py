@@ -24,8 +24,9 @@ from test_io_nifti import BAD_NIFTI
 
 import bundle.segment as segment_module
 from bundle.data.phantoms import make_phantom
-from bundle.io import CTInputError, load_ct, resample_to_source_slices
+from bundle.io import CTImageReader, CTInputError, resample_to_source_slices
 from bundle.io.writers import write_ct_dicom_series, write_nifti
+from bundle.metrics import dice_score
 from bundle.postprocessing import intracranial_volume_ml
 from bundle.segment import REPORT_SUFFIX, SegmentError, segment
 from bundle.segment_inputs import find_series
@@ -83,9 +84,11 @@ def oblique_lps(p) -> tuple[np.ndarray, np.ndarray]:
 def test_nifti_mask_has_the_input_shape_and_affine(tmp_path, tiny_weights, layout):
     p = phantom()
     image, affine = (p.image, p.affine) if layout == "ras" else oblique_lps(p)
+    label = p.label if layout == "ras" else np.ascontiguousarray(p.label[::-1, ::-1])
     source = tmp_path / "in" / "case.nii.gz"
     write_nifti(image, affine, source, dtype=np.int16)
-    results = run(source, tmp_path / "out", tiny_weights)
+    write_nifti(label, affine, tmp_path / "case_label.nii.gz", dtype=np.uint8)
+    results = run(source, tmp_path / "out", tiny_weights, reference=tmp_path / "case_label.nii.gz")
 
     assert [r.status for r in results] == ["done"]
     header = nib.load(str(source))
@@ -100,24 +103,34 @@ def test_nifti_mask_has_the_input_shape_and_affine(tmp_path, tiny_weights, layou
     assert report["intracranial_volume_ml"] == pytest.approx(intracranial_volume_ml(data, header.affine), abs=1e-3)
     assert report["num_slices"] == header.shape[2] and report["preset"] == "tiny" and report["device"] == "cpu"
     assert report["files"] == ["case_mask.nii.gz", "case_qc.png"]
+    assert report["reference_volume_ml"] == pytest.approx(intracranial_volume_ml(label, affine), abs=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dice = dice_score(data, label)
+    assert report["dice_vs_reference"] == (None if np.isnan(dice) else pytest.approx(dice, abs=1e-5))
     assert all((tmp_path / "out" / f).is_file() for f in report["files"])
     rows = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
     assert [(r["name"], r["status"]) for r in rows] == [("case", "done")]
     assert not list((tmp_path / "out").glob(".*tmp*"))  # no temporary files left behind
 
 
-def test_dicom_mask_geometry_and_dicom_seg_read_back(tmp_path, tiny_weights):
+@pytest.mark.parametrize("tilt_deg", [0.0, 15.0])
+def test_dicom_mask_geometry_and_dicom_seg_read_back(tmp_path, tiny_weights, tilt_deg):
     import highdicom as hd
 
-    p = phantom(5)
-    files = write_ct_dicom_series(p.image, p.affine, tmp_path / "in" / "series", series_description="head")
+    p = make_phantom(5, in_plane_size=64, num_slices=24, gantry_tilt_deg=tilt_deg)
+    files = write_ct_dicom_series(
+        p.image, p.affine, tmp_path / "in" / "series", gantry_tilt_deg=tilt_deg, series_description="head"
+    )
     results = run(tmp_path / "in" / "series", tmp_path / "out", tiny_weights, dicom_seg=True, qc=False)
     assert [r.status for r in results] == ["done"]
 
-    _, _, meta = load_ct(tmp_path / "in" / "series")
+    reader = CTImageReader()  # the loader's native grid for the series
+    native, meta = reader.get_data(reader.read(tmp_path / "in" / "series"))
     mask = nib.load(str(tmp_path / "out" / "series_mask.nii.gz"))
-    assert mask.shape == tuple(int(v) for v in meta["spatial_shape"])  # canonical and native agree here: same count
-    np.testing.assert_allclose(mask.affine, meta["original_affine"], atol=1e-4)
+    assert mask.shape == native.shape
+    np.testing.assert_allclose(mask.affine, meta["affine"], atol=1e-4)
+    assert results[0].report_data["dicom"]["tilt_corrected"] == (tilt_deg != 0.0)
 
     seg_path = tmp_path / "out" / "series_seg.dcm"
     ds = pydicom.dcmread(seg_path)
@@ -134,9 +147,8 @@ def test_dicom_mask_geometry_and_dicom_seg_read_back(tmp_path, tiny_weights):
     seg = hd.seg.segread(seg_path)
     assert seg.number_of_segments == 1
     assert seg.get_source_image_uids()[0][1] == sources[0].SeriesInstanceUID
-    if non_empty:
-        volume = seg.get_volume() if hasattr(seg, "get_volume") else None
-        assert volume is None or int(volume.array.sum()) == int(frames.sum())
+    stored = ds.pixel_array.reshape(int(ds.NumberOfFrames), ds.Rows, ds.Columns)
+    assert int(stored.astype(bool).sum()) == int(np.count_nonzero(frames))  # the mask on the source slice grid
 
 
 def test_tree_groups_by_series_and_skips_non_ct(tmp_path):
