@@ -503,13 +503,23 @@ def segment(
     from tqdm.auto import tqdm
 
     import bundle
+    from bundle.device import resolve_device
 
     input_path, output = Path(input), Path(output)
     _check_paths(input_path, output)
+    resolve_device(device)  # eager argument checks, before any work
+    _resolve_preset(preset)
+    if weights is not None and not Path(weights).is_file():
+        raise SegmentError(f"weights file {weights} does not exist.")
     reference_path = Path(reference) if reference is not None else None
     if reference_path is not None and not reference_path.exists():
         raise SegmentError(f"reference {reference_path} does not exist.")
     cases, skipped = find_series(input_path)
+    if reference_path is not None and reference_path.is_file() and len(cases) > 1:
+        raise SegmentError(
+            f"reference {reference_path} is one file but {input_path} holds {len(cases)} cases; "
+            "pass a folder holding NAME.nii.gz per case."
+        )
     output.mkdir(parents=True, exist_ok=True)
     pipeline: _Pipeline | None = None
     expected = _expected_errors()

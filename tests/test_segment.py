@@ -255,13 +255,24 @@ def test_output_inside_input_is_refused(tmp_path, tiny_weights, inside):
     assert not (tmp_path / "in" / "masks").exists()
 
 
-@pytest.mark.parametrize("kwargs, match", [({"preset": "huge"}, "preset"), ({"device": "gpu"}, "device")])
-def test_bad_arguments_raise_value_error(tmp_path, tiny_weights, kwargs, match):
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"preset": "huge"}, "preset must be one of"),
+        ({"device": "gpu"}, "device"),
+        ({"weights": "missing.pt"}, "weights file missing.pt does not exist"),
+        ({"reference": "a.nii.gz"}, "is one file but"),  # one reference file for a two-case input
+    ],
+)
+def test_bad_arguments_raise_value_error_before_any_work(tmp_path, tiny_weights, kwargs, match, monkeypatch):
     p = phantom()
-    write_nifti(p.image, p.affine, tmp_path / "in" / "a.nii.gz", dtype=np.int16)
-    args = {"device": "cpu", "preset": "tiny", **kwargs}
+    for name in ("a", "b"):
+        write_nifti(p.image, p.affine, tmp_path / "in" / f"{name}.nii.gz", dtype=np.int16)
+    monkeypatch.chdir(tmp_path / "in")  # relative paths in the table
+    args = {"device": "cpu", "preset": "tiny", "weights": tiny_weights, **kwargs}
     with pytest.raises(ValueError, match=match):
-        segment(tmp_path / "in", tmp_path / "out", weights=tiny_weights, progress=False, **args)
+        segment(tmp_path / "in", tmp_path / "out", progress=False, **args)
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------------------------------------------------
