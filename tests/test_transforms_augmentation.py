@@ -250,3 +250,16 @@ def test_workspace_reuse_gives_identical_results():
     torch.testing.assert_close(first, separable_affine(volume, matrix))
     torch.testing.assert_close(second, first)
     assert first.data_ptr() != second.data_ptr()  # results are never the workspace
+
+
+def test_benchmark_runs_on_a_small_volume(capsys):
+    from bundle.benchmarks.augmentation import benchmark_augmentation
+
+    threads = torch.get_num_threads()
+    rows = benchmark_augmentation(size=(24, 24, 12), repeats=1, threads=1)
+    assert torch.get_num_threads() == threads  # restored
+    assert [r["method"] for r in rows][-1] == "MONAI RandAffined" and rows[0]["ratio"] == 1.0
+    assert all(r["seconds"] > 0 and r["cpu_seconds"] >= 0 for r in rows)
+    assert "MONAI RandAffined" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="size"):
+        benchmark_augmentation(size=(8, 8))
