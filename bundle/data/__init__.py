@@ -15,6 +15,7 @@ from bundle.data.phantoms import (
     PhantomDatasetError,
     make_phantom,
     make_phantom_dataset,
+    phantom_anatomy,
 )
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     "load_datalist",
     "make_phantom",
     "make_phantom_dataset",
+    "phantom_anatomy",
     "write_datalist",
 ]

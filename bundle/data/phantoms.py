@@ -15,8 +15,9 @@ resampling to the CT voxels (slice-profile average along the table axis, linear 
 foramen magnum plane (``info["foramen_magnum"]``) is labelled. For craniectomies the cavity is bounded by where the
 inner table would be (see :mod:`bundle.data.phantom_pathology`).
 
-Timing (one core): about 10-15 s for 512x512x300; well under a second for the small test size (64x64x24, same field
-of view), after a one-off template build of about 1-2 s per process.
+Timing (one core, measured with ``torch.set_num_threads(1)`` under ``taskset -c 0``): about 7 s for 512x512x300
+(9 s with a 20 degree tilt); about 0.3 s for the small test size (64x64x24, same field of view), after a one-off
+template build of a few seconds per process.
 """
 
 from __future__ import annotations
