@@ -1,0 +1,187 @@
+# SPDX-License-Identifier: Apache-2.0
+"""scripts/export_zoo.py / bundle.zoo: the model-zoo bundle is assembled, formatted and passes the zoo's checks,
+and each check catches what it is for."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bundle.zoo import BUNDLE_NAME, PRECOMMIT_MAX_KB, ZooCheckError, assemble_bundle, check_bundle, export_zoo
+
+
+@pytest.fixture(scope="session")
+def schema(shared_data_dir: Path) -> Path:
+    path = shared_data_dir.parent / "reference" / "meta_schema_20240725.json"
+    if not path.is_file():
+        pytest.fail(f"metadata schema not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, schema: Path) -> tuple[Path, dict]:
+    """The CLI run end to end: folder, zip and report, all checks."""
+    out = tmp_path_factory.mktemp("zoo")
+    report = out / "report.json"
+    command = [sys.executable, "scripts/export_zoo.py", str(out), "--schema", str(schema), "--zip", "--report"]
+    result = subprocess.run(
+        command + [str(report)], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out / BUNDLE_NAME, json.loads(report.read_text())
+
+
+def test_export_passes_every_zoo_check(exported: tuple[Path, dict]):
+    _, report = exported
+    expected = {"files", "sizes", "metadata", "imports", "json", "text", "python"}
+    expected |= {"large_files", "verify_metadata", "verify_net_in_out", "ckpt_export"}
+    assert set(report["checks"]) == expected
+    assert all(value.startswith("ok") for value in report["checks"].values()), report["checks"]
+
+
+def test_export_layout(exported: tuple[Path, dict], repo_root: Path):
+    bundle, report = exported
+    files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    for rel in ("LICENSE", "configs/metadata.json", "configs/inference.json", "configs/train.json"):
+        assert rel in files
+    for rel in ("models/model.pt", "docs/README.md", "docs/data_license.txt", "bundle/networks/__init__.py"):
+        assert rel in files
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc") or f == "scripts/export_zoo.py"]
+    # the repository's own files are unchanged by the export (formatting happens in the copy)
+    assert (bundle / "models" / "model.pt").read_bytes() == (repo_root / "models" / "model.pt").read_bytes()
+    with zipfile.ZipFile(Path(report["zip"])) as archive:
+        names = {n for n in archive.namelist() if not n.endswith("/")}
+    assert names == {f"{BUNDLE_NAME}/{f}" for f in files}
+
+
+def test_large_files_are_listed_with_their_hash(exported: tuple[Path, dict]):
+    import yaml
+
+    bundle, report = exported
+    large = {
+        p.relative_to(bundle).as_posix()
+        for p in bundle.rglob("*")
+        if p.is_file() and p.stat().st_size > PRECOMMIT_MAX_KB * 1024
+    }
+    entries = yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"] if large else []
+    assert {e["path"] for e in entries} == large
+    import hashlib
+
+    for entry in entries:
+        assert entry["hash_type"] == "sha256"
+        assert entry["hash_val"] == hashlib.sha256((bundle / entry["path"]).read_bytes()).hexdigest()
+    assert len(report["warnings"]) == len(large)  # no url given: one warning per large file
+
+
+def _break_license(b: Path) -> None:
+    (b / "LICENSE").unlink()
+
+
+def _indent_two(b: Path) -> None:
+    path = b / "configs" / "metadata.json"
+    path.write_text(json.dumps(json.loads(path.read_text()), indent=2) + "\n")
+
+
+def _version_not_in_changelog(b: Path) -> None:
+    path = b / "configs" / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta["version"] = "9.9.9"
+    path.write_text(json.dumps(meta, indent=4) + "\n")
+
+
+def _local_torch_version(b: Path) -> None:
+    path = b / "configs" / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta["pytorch_version"] = "2.13.0+cpu"
+    path.write_text(json.dumps(meta, indent=4) + "\n")
+
+
+def _trailing_space(b: Path) -> None:
+    path = b / "bundle" / "zoo.py"
+    path.write_text(path.read_text().replace("\n\n", "\n  \n", 1))
+
+
+def _unpinned_import(b: Path) -> None:
+    path = b / "bundle" / "device.py"
+    path.write_text(path.read_text().replace("import torch\n", "import torch\nimport yaml  # noqa: F401\n", 1))
+
+
+def _bad_import_order(b: Path) -> None:
+    path = b / "bundle" / "device.py"
+    path.write_text(path.read_text().replace("import re\n", "import re\nimport abc  # noqa: F401\n", 1))
+
+
+def _unlisted_large_file(b: Path) -> None:
+    (b / "docs" / "big.bin").write_bytes(b"\0" * (2 * PRECOMMIT_MAX_KB * 1024))
+
+
+def _wrong_hash(b: Path) -> None:
+    path = b / "large_files.yml"
+    text = path.read_text()
+    start = text.index('hash_val: "') + len('hash_val: "')
+    path.write_text(text[:start] + "0" * 64 + text[start + 64 :])
+
+
+def _pycache(b: Path) -> None:
+    (b / "bundle" / "__pycache__").mkdir(exist_ok=True)
+    (b / "bundle" / "__pycache__" / "zoo.cpython-311.pyc").write_bytes(b"\0")
+
+
+BROKEN = [
+    # (mutation, check group, text expected in the error)
+    (_break_license, "files", "[files] LICENSE is missing"),
+    (_pycache, "files", "zoo.cpython-311.pyc should not be in a zoo bundle"),
+    (_indent_two, "json", "[json] configs/metadata.json is not formatted"),
+    (_version_not_in_changelog, "metadata", "version '9.9.9' is not a key of its changelog"),
+    (_local_torch_version, "metadata", "pytorch_version '2.13.0+cpu' is not a plain release number"),
+    (_trailing_space, "text", "[text] bundle/zoo.py: trailing whitespace"),
+    (_unpinned_import, "imports", "bundle/device.py: imports 'yaml' (package PyYAML)"),
+    (_bad_import_order, "python", "[python] isort"),
+    (_unlisted_large_file, "sizes", "docs/big.bin is 2048 KB > 1024 KB and not in large_files.yml"),
+    (_wrong_hash, "sizes", "does not match the file"),
+]
+
+
+@pytest.mark.parametrize("mutate, group, message", BROKEN, ids=[b[0].__name__.strip("_") for b in BROKEN])
+def test_check_catches(exported: tuple[Path, dict], tmp_path: Path, mutate, group: str, message: str):
+    bundle = shutil.copytree(exported[0], tmp_path / BUNDLE_NAME)  # passes every group (test above)
+    mutate(bundle)
+    with pytest.raises(ZooCheckError) as err:
+        check_bundle(bundle, checks=[group])
+    assert message in str(err.value)
+    assert str(bundle) in str(err.value)
+
+
+def test_assemble_refuses_incomplete_repo_and_existing_output(repo_root: Path, tmp_path: Path):
+    partial = tmp_path / "repo"
+    shutil.copytree(repo_root / "configs", partial / "configs")
+    with pytest.raises(ZooCheckError, match="missing LICENSE, models/model.pt, docs/README.md"):
+        assemble_bundle(partial, tmp_path / "out")
+    (tmp_path / "out" / BUNDLE_NAME).mkdir(parents=True)
+    with pytest.raises(ValueError, match="already exists; pass overwrite=True"):
+        assemble_bundle(repo_root, tmp_path / "out")
+    with pytest.raises(ValueError, match="name must be letters"):
+        assemble_bundle(repo_root, tmp_path / "out", name="my bundle")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(checks=["speed"]), "checks \\['speed'\\] are unknown"),
+        (dict(schema="missing.json"), "schema missing.json does not exist"),
+    ],
+)
+def test_check_bundle_bad_arguments(exported: tuple[Path, dict], kwargs: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        check_bundle(exported[0], **kwargs)
+
+
+def test_export_zoo_needs_an_existing_schema(tmp_path: Path):
+    with pytest.raises(ValueError, match="schema nope.json does not exist"):
+        export_zoo(str(tmp_path), "nope.json")
