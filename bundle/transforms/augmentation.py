@@ -519,15 +519,32 @@ class RotateTranslate(Transform):
         size = np.asarray(channel.shape)
         # the box, zero-padded where it reaches outside the volume (content is never clipped between passes)
         inner_lo, inner_hi = np.maximum(lo, 0), np.minimum(hi, size - 1)
-        box = torch.zeros(tuple(int(v) for v in hi - lo + 1), dtype=channel.dtype)
+        box_shape = tuple(int(v) for v in hi - lo + 1)
         volume_part = tuple(slice(int(a), int(b) + 1) for a, b in zip(inner_lo, inner_hi, strict=True))
         box_part = tuple(slice(int(a - o), int(b - o) + 1) for a, b, o in zip(inner_lo, inner_hi, lo, strict=True))
-        box[box_part] = channel[volume_part]
         shift = np.eye(4)
         shift[:3, 3] = lo
-        moved = self._label(box, np.linalg.inv(shift) @ mat @ shift, checked=True)
+        box_matrix = np.linalg.inv(shift) @ mat @ shift
         result = torch.zeros_like(channel)
-        result[volume_part] = moved[box_part]
+        if self.mode == "nearest":
+            box = torch.zeros(box_shape, dtype=channel.dtype)
+            box[box_part] = channel[volume_part]
+            result[volume_part] = separable_affine(box, box_matrix, "nearest", "zeros", self.workspace)[box_part]
+            return result
+        # binary: the float16 box is built and thresholded in place, without uint8 copies of the box
+        numel = int(np.prod(box_shape))
+        soft = _scratch(self.workspace, ("soft", torch.float16), numel, torch.float16).view(box_shape)
+        soft.zero_()
+        soft[box_part] = channel[volume_part]
+        out = None
+        if self.workspace is not None:
+            out = _scratch(self.workspace, ("out", torch.float16), numel, torch.float16).view(box_shape)
+        moved = separable_affine(soft, box_matrix, "bilinear", "zeros", self.workspace, out)
+        target = result[volume_part]
+        if channel.element_size() == 1:
+            torch.ge(moved[box_part], 0.5, out=target.view(torch.bool))
+        else:
+            target.copy_(moved[box_part] >= 0.5)
         return result
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
