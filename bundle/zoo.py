@@ -600,7 +600,7 @@ def _read_large_files(path: Path) -> list[dict]:
 
 def export_zoo(
     output_dir: str,
-    schema: str,
+    schema: str | None = None,
     repo_root: str | None = None,
     name: str = BUNDLE_NAME,
     zip: bool = False,
@@ -614,7 +614,8 @@ def export_zoo(
 
     Args:
         output_dir: folder receiving ``<name>/`` (and ``<name>.zip``).
-        schema: metadata schema file for ``verify_metadata`` (the zoo's CI downloads ``metadata["schema"]``).
+        schema: metadata schema file for ``verify_metadata`` (the zoo's CI downloads ``metadata["schema"]``);
+            required when ``verify``. Defaults to None.
         repo_root: the repository to export. Defaults to None: the folder holding this ``bundle`` package.
         name: bundle folder name. Defaults to :data:`BUNDLE_NAME`.
         zip: also write ``<output_dir>/<name>.zip`` with the folder at its top level. Defaults to False.
@@ -636,8 +637,8 @@ def export_zoo(
         'dist/brain_ct_convlstm_segmentation'
     """
     root = Path(repo_root) if repo_root is not None else Path(__file__).resolve().parents[1]
-    if not Path(schema).is_file():
-        raise ValueError(f"schema {schema} does not exist.")
+    if verify and (schema is None or not Path(schema).is_file()):
+        raise ValueError(f"schema {schema} does not exist (needed to verify; or pass verify=False).")
     zip_path = Path(output_dir) / f"{name}.zip"
     if zip and zip_path.exists() and not overwrite:
         raise ValueError(f"output {zip_path} already exists; pass overwrite=True to replace it.")

@@ -4,7 +4,8 @@
 Usage (from the repository root)::
 
     python scripts/export_zoo.py OUTPUT_DIR --schema PATH/meta_schema_20240725.json [--zip] [--large_files_url URL]
-        [--overwrite] [--verify False] [--report report.json]
+        [--overwrite] [--report report.json]
+    python scripts/export_zoo.py OUTPUT_DIR --verify False      # assemble only (no schema needed)
 
 Writes ``OUTPUT_DIR/brain_ct_convlstm_segmentation/`` (and ``.zip`` with ``--zip``), then checks a fresh copy of it
 in a temporary folder: required files, sizes and ``large_files.yml``, metadata against the schema,
@@ -26,7 +27,7 @@ __all__ = ["main"]
 
 def main(
     output_dir: str,
-    schema: str,
+    schema: str | None = None,
     zip: bool = False,
     verify: bool = True,
     large_files_url: str | None = None,

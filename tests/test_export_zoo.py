@@ -185,3 +185,5 @@ def test_check_bundle_bad_arguments(exported: tuple[Path, dict], kwargs: dict, m
 def test_export_zoo_needs_an_existing_schema(tmp_path: Path):
     with pytest.raises(ValueError, match="schema nope.json does not exist"):
         export_zoo(str(tmp_path), "nope.json")
+    with pytest.raises(ValueError, match="schema None does not exist"):
+        export_zoo(str(tmp_path))
