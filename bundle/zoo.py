@@ -256,7 +256,7 @@ def normalise_formatting(bundle_dir: str | os.PathLike) -> list[str]:
         >>> normalise_formatting("dist/brain_ct_convlstm_segmentation")  # doctest: +SKIP
         []
     """
-    bundle_dir = Path(bundle_dir)
+    bundle_dir = Path(bundle_dir).resolve()  # the tools run in another folder
     before = {p: p.read_bytes() for p in bundle_dir.rglob("*") if p.is_file() and p.suffix in {".json", ".py"}}
     for path in before:
         if path.suffix == ".json":
@@ -530,7 +530,7 @@ def check_bundle(
         >>> check_bundle("dist/brain_ct_convlstm_segmentation", "meta_schema_20240725.json")  # doctest: +SKIP
         {'bundle': ..., 'checks': {'files': 'ok', ...}, 'warnings': [...]}
     """
-    bundle_dir = Path(bundle_dir)
+    bundle_dir = Path(bundle_dir).resolve()
     groups = CHECK_GROUPS if checks is None else tuple(checks)
     unknown = sorted(set(groups) - set(CHECK_GROUPS))
     if unknown:

@@ -26,15 +26,13 @@ def schema(shared_data_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, schema: Path) -> tuple[Path, dict]:
-    """The CLI run end to end: folder, zip and report, all checks."""
-    out = tmp_path_factory.mktemp("zoo")
-    report = out / "report.json"
-    command = [sys.executable, "scripts/export_zoo.py", str(out), "--schema", str(schema), "--zip", "--report"]
-    result = subprocess.run(
-        command + [str(report)], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900
-    )
+    """The CLI run end to end from another folder, with relative paths: folder, zip and report, all checks."""
+    cwd = tmp_path_factory.mktemp("zoo")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "export_zoo.py"
+    command = [sys.executable, str(script), "dist", "--schema", str(schema), "--zip", "--report", "dist/report.json"]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
-    return out / BUNDLE_NAME, json.loads(report.read_text())
+    return cwd / "dist" / BUNDLE_NAME, json.loads((cwd / "dist" / "report.json").read_text())
 
 
 def test_export_passes_every_zoo_check(exported: tuple[Path, dict]):
@@ -55,7 +53,7 @@ def test_export_layout(exported: tuple[Path, dict], repo_root: Path):
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc") or f == "scripts/export_zoo.py"]
     # the repository's own files are unchanged by the export (formatting happens in the copy)
     assert (bundle / "models" / "model.pt").read_bytes() == (repo_root / "models" / "model.pt").read_bytes()
-    with zipfile.ZipFile(Path(report["zip"])) as archive:
+    with zipfile.ZipFile(bundle.parent / f"{BUNDLE_NAME}.zip") as archive:
         names = {n for n in archive.namelist() if not n.endswith("/")}
     assert names == {f"{BUNDLE_NAME}/{f}" for f in files}
 

@@ -26,7 +26,7 @@ from monailabel_lane import BUNDLE_ITEMS, BUNDLE_NAME, LABELED, LANE_EPOCH_LENGT
 
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("MONAILABEL_LANE") == "1":
-        import monailabel  # noqa: F401  (in the lane, a missing MONAI Label is an error, not a skip)
+        import monailabel.tasks.infer.bundle  # noqa: F401  (in the lane a missing MONAI Label is an error)
 
 
 def _import_from_copy(bundle_dir: Path):

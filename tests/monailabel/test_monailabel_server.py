@@ -21,7 +21,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-pytest.importorskip("monailabel", reason="MONAI Label lane only: run scripts/run_monailabel_lane.sh")
+# a submodule: the bare name would find this tests/monailabel folder as a namespace package
+pytest.importorskip("monailabel.tasks.infer.bundle", reason="MONAI Label lane only: run scripts/run_monailabel_lane.sh")
 
 import requests  # noqa: E402  (installed with monailabel in the lane's venv)
 from monailabel_lane import BUNDLE_NAME  # noqa: E402
