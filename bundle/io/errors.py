@@ -27,7 +27,7 @@ class CTInputError(ValueError):
         True
     """
 
-    def __init__(self, path: str | os.PathLike, problem: str):
+    def __init__(self, path: str | os.PathLike, problem: str):  # noqa: B042 (pickling via __reduce__)
         self.path = os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
