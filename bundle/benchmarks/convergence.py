@@ -27,9 +27,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["benchmark_convergence", "run_config"]
+__all__ = ["LITE_SCHEDULE", "benchmark_convergence", "run_config"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The longer schedule of the shipped lite weights (the lite preset itself is the short main-job schedule):
+#: stage 1 1500 iterations, stage 2 400 iterations of which the first 100 with the U-Net fixed.
+LITE_SCHEDULE = {"stage1_epochs": 60, "epochs": 16, "freeze_iterations": 100}
 logger = logging.getLogger(__name__)
 
 
@@ -83,7 +86,8 @@ def benchmark_convergence(
         preset: ``configs/presets/<preset>.json`` (``"tiny"``, ``"lite"``, ``"paper"``). Defaults to ``"lite"``.
         work_dir: folder (relative to the repository root, or absolute) for phantoms' training outputs, weights and
             evaluation results. Defaults to ``"runs/convergence"``.
-        overrides: extra config ids for all three runs (e.g. ``{"epochs": 8}``). Defaults to None.
+        overrides: extra config ids for all three runs (e.g. ``{"epochs": 8}``). Defaults to None:
+            :data:`LITE_SCHEDULE` for the lite preset, nothing for the others.
         stage1: run stage 1 (False reuses ``work_dir/runs/stage1/model.pt``). Defaults to True.
         ship: copy the best stage-2 weights to ``models/model.pt`` afterwards. Defaults to False.
         threads: ``torch.set_num_threads`` during the run; None keeps the current setting. Defaults to None.
@@ -98,7 +102,9 @@ def benchmark_convergence(
     if not preset_file.is_file():
         raise ValueError(f"preset {preset!r} not found: {preset_file} does not exist.")
     work = Path(work_dir) if Path(work_dir).is_absolute() else REPO_ROOT / work_dir
-    common = {"runs_dir": str(work / "runs"), "ckpt_dir": str(work / "models"), **dict(overrides or {})}
+    if overrides is None:
+        overrides = LITE_SCHEDULE if preset == "lite" else {}
+    common = {"runs_dir": str(work / "runs"), "ckpt_dir": str(work / "models"), **dict(overrides)}
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -15,6 +15,7 @@ from bundle.workflows.handlers import (
     load_state_dict_file,
     unwrap,
 )
+from bundle.workflows.norm import SliceStatisticsNorm2d, use_slice_statistics
 from bundle.workflows.transforms import AxialSlice, RandAxialSliced
 from bundle.workflows.writers import AtomicNibabelWriter, atomic_output
 
@@ -27,9 +28,11 @@ __all__ = [
     "PretrainedUNetHandler",
     "RandAxialSliced",
     "ResumeHandler",
+    "SliceStatisticsNorm2d",
     "find_ct_inputs",
     "load_state_dict_file",
     "phantom_dataset_dir",
     "prepare_datalist",
     "unwrap",
+    "use_slice_statistics",
 ]
