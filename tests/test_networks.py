@@ -262,3 +262,14 @@ def test_ddp_two_processes_match_one(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_slice_norm_can_use_slice_statistics_in_evaluation():
+    torch.manual_seed(0)
+    norm = SliceNorm2d(3, eval_slice_statistics=True)
+    x = torch.randn(2, 3, 8, 8) * 4 + 7
+    training_output = norm.train()(x)
+    torch.testing.assert_close(norm.eval()(x), training_output)
+    running = SliceNorm2d(3).eval()
+    running.load_state_dict(norm.state_dict())
+    assert not torch.allclose(running(x), training_output)

@@ -33,6 +33,9 @@ class SliceNorm2d(nn.InstanceNorm2d):
         num_features: number of channels.
         eps: added to the variance for numerical stability. Defaults to 1e-5.
         momentum: weight of a new observation in the running averages. Defaults to 0.1.
+        eval_slice_statistics: in evaluation too, normalise each slice with its own statistics (as in training)
+            instead of the running averages. Head-CT slices differ a lot (skull base, mid-brain, vertex), so one
+            running mean fits none of them well. Running statistics are still kept. Defaults to False.
 
     Example::
 
@@ -40,8 +43,11 @@ class SliceNorm2d(nn.InstanceNorm2d):
         >>> y = norm(torch.randn(8, 32, 64, 64))  # 8 slices, each normalised on its own
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, eval_slice_statistics: bool = False
+    ) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum, affine=True, track_running_stats=True)
+        self.eval_slice_statistics = eval_slice_statistics
         self.defer_running_stats = False
         self.freeze_running_stats = False
         self.register_buffer("_mean_sum", torch.zeros(num_features), persistent=False)
@@ -51,6 +57,8 @@ class SliceNorm2d(nn.InstanceNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"SliceNorm2d expects a (N, C, H, W) input, got shape {list(x.shape)}.")
+        if not self.training and self.eval_slice_statistics:
+            return F.instance_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         if not self.training:
             return F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         update_now = not self.defer_running_stats and not self.freeze_running_stats

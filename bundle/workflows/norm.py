@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Evaluation with per-slice normalisation statistics (an adapter until ``SliceNorm2d`` has this option itself).
+"""Evaluation with per-slice normalisation statistics for networks built with ``SliceNorm2d`` defaults.
 
 :class:`~bundle.networks.slice_norm.SliceNorm2d` normalises each slice with its own statistics in training (the
 paper's BatchNorm over one slice) and with running averages in evaluation. Head-CT slices differ a lot (skull base,
@@ -14,7 +14,6 @@ so weights move freely between the two variants.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from bundle.networks.slice_norm import SliceNorm2d
 
@@ -38,30 +37,8 @@ class SliceStatisticsNorm2d(SliceNorm2d):
         >>> y = norm(torch.randn(4, 8, 32, 32))  # each of the 4 slices normalised with its own mean and variance
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"SliceStatisticsNorm2d expects a (N, C, H, W) input, got shape {list(x.shape)}.")
-        if not self.training:
-            return F.instance_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        # SliceNorm2d's training path (TorchScript cannot call the parent's forward)
-        update_now = not self.defer_running_stats and not self.freeze_running_stats
-        if self.defer_running_stats and not self.freeze_running_stats:
-            with torch.no_grad():
-                var, mean = torch.var_mean(x.detach().to(self._mean_sum.dtype), dim=(2, 3), unbiased=True)
-                self._mean_sum.add_(mean.sum(0).to(self._mean_sum.dtype))
-                self._var_sum.add_(var.sum(0).to(self._var_sum.dtype))
-                self._num_slices.add_(x.shape[0])
-        momentum = self.momentum if self.momentum is not None else 0.0
-        return F.instance_norm(
-            x,
-            self.running_mean if update_now else None,
-            self.running_var if update_now else None,
-            self.weight,
-            self.bias,
-            True,
-            momentum,
-            self.eps,
-        )
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, eval_slice_statistics=True)
 
 
 def use_slice_statistics(network: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
