@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 
 import pytest
 import torch
@@ -258,10 +257,6 @@ def test_ddp_two_processes_match_one(tmp_path):
         grads = torch.load(tmp_path / f"grads{rank}.pt", weights_only=True)
         for name, parameter in net.named_parameters():
             torch.testing.assert_close(grads[name], parameter.grad, rtol=1e-10, atol=1e-12)
-
-
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
 
 
 def test_slice_norm_can_use_slice_statistics_in_evaluation():
