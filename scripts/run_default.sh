@@ -9,12 +9,16 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup_env.sh"
 cd "$root"
 python="$root/.venv/bin/python"
+# One OpenMP thread unless the caller says otherwise: the lite network's small convolutions gain little from a
+# second thread, and when the two cores are shared with other work, two spinning OpenMP threads run 10-25x slower
+# (measured on the 2-core development machine). Export OMP_NUM_THREADS=2 on an idle machine.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 out="runs/default"
 mkdir -p "$out"
 common=(--meta_file configs/metadata.json --logging_file configs/logging.conf --runs_dir "$out" --ckpt_dir "$out/models")
 
 best_dice() {  # the last "best value" the validation reported in a log
-    grep -o "val_mean_dice best value: [0-9.]*" "$1" | tail -n 1 | awk '{print $4}'
+    grep -o "val_mean_dice best value: [0-9.]*" "$1" | tail -n 1 | awk '{printf "%.4f", $4}'
 }
 
 echo "== stage 1: 2D U-Net on random axial slices (log: $out/stage1.log)"
