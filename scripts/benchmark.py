@@ -6,6 +6,7 @@ Usage (from the repository root)::
     python scripts/benchmark.py memory          # exact memory of a training step, paper preset, D = 32..320
     python scripts/benchmark.py timing          # CPU seconds per volume, reduced size, checkpointing on and off
     python scripts/benchmark.py augmentation    # augmentation seconds per 512x512x320 volume on one core
+    python scripts/benchmark.py convergence     # train both stages on phantoms, test Dice and HD95 (lite, ~25 min)
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ def augmentation(**kwargs):
     benchmark_augmentation(**kwargs)
 
 
+def convergence(**kwargs):
+    """Train both stages of a preset on the phantom set and report test Dice and HD95."""
+    from bundle.benchmarks.convergence import benchmark_convergence
+
+    benchmark_convergence(**kwargs)
+
+
 if __name__ == "__main__":
     import fire
 
-    fire.Fire({"memory": memory, "timing": timing, "augmentation": augmentation})
+    fire.Fire({"memory": memory, "timing": timing, "augmentation": augmentation, "convergence": convergence})
