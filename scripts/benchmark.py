@@ -17,35 +17,23 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def memory(**kwargs):
-    """Exact bytes saved for backward and peak bytes of one training step (see bundle.benchmarks.memory)."""
-    from bundle.benchmarks.memory import benchmark_memory
+def main() -> None:
+    import fire
 
-    benchmark_memory(**kwargs)
-
-
-def timing(**kwargs):
-    """Measured CPU seconds per volume for inference and a training step (see bundle.benchmarks.memory)."""
-    from bundle.benchmarks.memory import benchmark_timing
-
-    benchmark_timing(**kwargs)
-
-
-def augmentation(**kwargs):
-    """Seconds per volume of the paper's augmentation against MONAI's RandAffined."""
     from bundle.benchmarks.augmentation import benchmark_augmentation
-
-    benchmark_augmentation(**kwargs)
-
-
-def convergence(**kwargs):
-    """Train both stages of a preset on the phantom set and report test Dice and HD95."""
     from bundle.benchmarks.convergence import benchmark_convergence
+    from bundle.benchmarks.memory import benchmark_memory, benchmark_timing
 
-    benchmark_convergence(**kwargs)
+    fire.Fire(
+        {
+            "memory": benchmark_memory,
+            "timing": benchmark_timing,
+            "augmentation": benchmark_augmentation,
+            "convergence": benchmark_convergence,
+        },
+        serialize=lambda rows: None,  # the functions print their tables; don't echo the returned rows
+    )
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire({"memory": memory, "timing": timing, "augmentation": augmentation, "convergence": convergence})
+    main()
