@@ -7,6 +7,7 @@ Usage (from the repository root)::
     python scripts/benchmark.py timing          # CPU seconds per volume, reduced size, checkpointing on and off
     python scripts/benchmark.py augmentation    # augmentation seconds per 512x512x320 volume on one core
     python scripts/benchmark.py convergence     # train both stages on phantoms, test Dice and HD95 (lite, ~25 min)
+    python scripts/benchmark.py segmentation    # shipped network vs pseudo-labeller on the same test phantoms
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main() -> None:
     from bundle.benchmarks.augmentation import benchmark_augmentation
     from bundle.benchmarks.convergence import benchmark_convergence
     from bundle.benchmarks.memory import benchmark_memory, benchmark_timing
+    from bundle.benchmarks.segmentation import benchmark_segmentation
 
     fire.Fire(
         {
@@ -30,6 +32,7 @@ def main() -> None:
             "timing": benchmark_timing,
             "augmentation": benchmark_augmentation,
             "convergence": benchmark_convergence,
+            "segmentation": benchmark_segmentation,
         },
         serialize=lambda rows: None,  # the functions print their tables; don't echo the returned rows
     )

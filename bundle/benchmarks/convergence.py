@@ -23,17 +23,82 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-__all__ = ["LITE_SCHEDULE", "benchmark_convergence", "run_config"]
+if TYPE_CHECKING:
+    from monai.bundle import ConfigWorkflow
+
+__all__ = [
+    "EVALUATION_CONFIGS",
+    "LITE_SCHEDULE",
+    "benchmark_convergence",
+    "make_workflow",
+    "preset_config",
+    "run_config",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The longer schedule of the shipped lite weights (the lite preset itself is the short main-job schedule):
 #: stage 1 1500 iterations, stage 2 400 iterations of which the first 100 with the U-Net fixed.
 LITE_SCHEDULE = {"stage1_epochs": 60, "epochs": 16, "freeze_iterations": 100}
+#: The configs of the evaluation on the test split (the preset goes last), relative to ``configs/``.
+EVALUATION_CONFIGS = ("train.json", "evaluate.json")
 logger = logging.getLogger(__name__)
+
+
+def preset_config(preset: str) -> str:
+    """The config path of a preset, relative to ``configs/``, after checking that it exists.
+
+    Args:
+        preset: a preset name in ``configs/presets`` (``"tiny"``, ``"lite"``, ``"paper"``).
+
+    Returns:
+        ``"presets/<preset>.json"``.
+
+    Raises:
+        ValueError: for an unknown preset.
+
+    Example:
+        >>> preset_config("lite")
+        'presets/lite.json'
+    """
+    preset_file = REPO_ROOT / "configs" / "presets" / f"{preset}.json"
+    if not preset_file.is_file():
+        raise ValueError(f"preset {preset!r} not found: {preset_file} does not exist.")
+    return f"presets/{preset}.json"
+
+
+def make_workflow(
+    config_files: list[str], workflow_type: str, overrides: Mapping[str, Any], logging_file: bool = True
+) -> ConfigWorkflow:
+    """Build and initialise one bundle workflow in this process, as ``monai.bundle run`` does.
+
+    Args:
+        config_files: config paths relative to ``configs/``, merged in order.
+        workflow_type: ``"train"`` or ``"infer"``.
+        overrides: config ids to override (``bundle_root`` is the repository root unless overridden).
+        logging_file: apply ``configs/logging.conf`` (INFO to stdout). Defaults to True.
+
+    Returns:
+        The initialised :class:`monai.bundle.ConfigWorkflow`; ``workflow.parser`` gives its parsed objects.
+
+    Example:
+        >>> workflow = make_workflow([*EVALUATION_CONFIGS, "presets/lite.json"], "infer", {})  # doctest: +SKIP
+    """
+    from monai.bundle import ConfigWorkflow
+
+    configs = [str(REPO_ROOT / "configs" / name) for name in config_files]
+    workflow = ConfigWorkflow(
+        config_file=configs,
+        meta_file=str(REPO_ROOT / "configs" / "metadata.json"),
+        logging_file=str(REPO_ROOT / "configs" / "logging.conf") if logging_file else False,
+        workflow_type=workflow_type,
+        **{"bundle_root": str(REPO_ROOT), **overrides},
+    )
+    workflow.initialize()
+    return workflow
 
 
 def run_config(config_files: list[str], workflow_type: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,17 +112,7 @@ def run_config(config_files: list[str], workflow_type: str, overrides: Mapping[s
     Returns:
         ``{"seconds", "iterations", "seconds_per_iteration", "best_metric"}`` (training) or ``{"seconds"}``.
     """
-    from monai.bundle import ConfigWorkflow
-
-    configs = [str(REPO_ROOT / "configs" / name) for name in config_files]
-    workflow = ConfigWorkflow(
-        config_file=configs,
-        meta_file=str(REPO_ROOT / "configs" / "metadata.json"),
-        logging_file=str(REPO_ROOT / "configs" / "logging.conf"),
-        workflow_type=workflow_type,
-        **{"bundle_root": str(REPO_ROOT), **overrides},
-    )
-    workflow.initialize()
+    workflow = make_workflow(config_files, workflow_type, overrides)
     result: dict[str, Any] = {}
     start = time.perf_counter()
     workflow.run()
@@ -98,9 +153,7 @@ def benchmark_convergence(
     Raises:
         ValueError: for an unknown preset.
     """
-    preset_file = REPO_ROOT / "configs" / "presets" / f"{preset}.json"
-    if not preset_file.is_file():
-        raise ValueError(f"preset {preset!r} not found: {preset_file} does not exist.")
+    preset_file = preset_config(preset)
     work = Path(work_dir) if Path(work_dir).is_absolute() else REPO_ROOT / work_dir
     if overrides is None:
         overrides = LITE_SCHEDULE if preset == "lite" else {}
@@ -108,15 +161,14 @@ def benchmark_convergence(
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    preset_config = f"presets/{preset}.json"
     try:
         start = time.perf_counter()
         s1 = {}
         if stage1:
-            s1 = run_config(["train.json", "train_stage1.json", preset_config], "train", common)
-        s2 = run_config(["train.json", preset_config], "train", common)
+            s1 = run_config(["train.json", "train_stage1.json", preset_file], "train", common)
+        s2 = run_config(["train.json", preset_file], "train", common)
         evaluation = run_config(
-            ["train.json", "evaluate.json", preset_config], "infer", {**common, "output_dir": str(work / "eval")}
+            [*EVALUATION_CONFIGS, preset_file], "infer", {**common, "output_dir": str(work / "eval")}
         )
         total = time.perf_counter() - start
     finally:
