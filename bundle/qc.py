@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from bundle.postprocessing import intracranial_volume_ml
+from bundle.utils import atomic_output
 
 __all__ = ["QC_COLOURS", "QCPanel", "QCPicture", "render_qc", "save_qc_png"]
 
@@ -330,14 +330,7 @@ def save_qc_png(
     if path.suffix.lower() != ".png":
         raise ValueError(f"QC picture path must end in .png, got {str(path)!r}.")
     picture = render_qc(image, mask, affine_or_spacing, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            Image.fromarray(picture.rgb, mode="RGB").save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        Image.fromarray(picture.rgb, mode="RGB").save(tmp, format="PNG")
     logger.info("QC picture written: %s", path)
     return picture

@@ -39,6 +39,7 @@ import numpy as np
 
 from bundle.io.errors import CTInputError
 from bundle.segment_inputs import SeriesInput, SkippedSeries, find_series
+from bundle.utils import atomic_output, atomic_write_text
 
 __all__ = ["SegmentError", "SeriesResult", "segment", "build_report", "REPORT_SUFFIX"]
 
@@ -92,14 +93,6 @@ def _expected_cause(err: BaseException, expected: tuple[type[BaseException], ...
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    from bundle.workflows.writers import atomic_output
-
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
-    logger.info("wrote %s", path)
 
 
 def _resolve_preset(preset: str) -> Path:
@@ -324,7 +317,6 @@ def _segment_one(
     from monai.transforms import Orientation
 
     from bundle.postprocessing import intracranial_volume_ml
-    from bundle.workflows.writers import atomic_output
 
     start = time.perf_counter()
     load_path, staged_map = _stage(case, tmp_root)
@@ -418,7 +410,8 @@ def _segment_one(
     )
     report.update(agreement)
     report_path = output / f"{case.name}{REPORT_SUFFIX}"
-    _atomic_write_bytes(report_path, (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
+    logger.info("wrote %s", report_path)
     return SeriesResult(case.name, str(case.path), "done", "", float(volume), report_path, report)
 
 
@@ -443,7 +436,8 @@ def _write_summary(output: Path, results: Sequence[SeriesResult], skipped: Seque
     for s in skipped:
         writer.writerow({"name": "", "status": "not_ct", "source": str(s.path), "error": s.reason})
     path = output / "summary.csv"
-    _atomic_write_bytes(path, buffer.getvalue().encode())
+    atomic_write_text(path, buffer.getvalue())
+    logger.info("wrote %s", path)
     return path
 
 

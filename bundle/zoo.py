@@ -33,6 +33,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bundle.utils import atomic_output, atomic_write_text
+
 __all__ = [
     "BUNDLE_NAME",
     "CHECK_GROUPS",
@@ -203,19 +205,13 @@ def assemble_bundle(
     for source in ("configs", "bundle", "models", "docs", "scripts"):
         if target.resolve().is_relative_to((repo_root / source).resolve()):
             raise ValueError(f"output {target} lies inside the exported folder {repo_root / source}.")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=output_dir))
-    try:
+    with atomic_output(target, directory=True) as staging:
         for rel in _bundle_files(repo_root):
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(repo_root / rel, staging / rel)
         _write_large_files(staging, large_files_url)
         if target.exists():
             shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("assembled %s", target)
     return target
 
@@ -653,23 +649,11 @@ def export_zoo(
             logger.warning(warning)
         logger.info("model-zoo checks passed: %s", ", ".join(result["checks"]))
     if zip:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".zip", dir=output_dir)
-        os.close(fd)
-        try:
-            shutil.make_archive(tmp[: -len(".zip")], "zip", root_dir=output_dir, base_dir=name)
-            os.replace(tmp, zip_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(zip_path) as tmp:
+            shutil.make_archive(str(tmp.with_suffix("")), "zip", root_dir=output_dir, base_dir=name)
         result["zip"] = str(zip_path)
         logger.info("wrote %s", zip_path)
     if report is not None:
-        report_path = Path(report)
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{report_path.name}.", dir=report_path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=4)
-            f.write("\n")
-        os.replace(tmp, report_path)
+        report_path = atomic_write_text(report, json.dumps(result, indent=4) + "\n")
         logger.info("wrote %s", report_path)
     return str(bundle_dir)

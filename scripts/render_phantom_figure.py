@@ -136,6 +136,8 @@ def render(
 
     from PIL import Image, ImageDraw, ImageFont
 
+    from bundle.utils import atomic_output
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if isinstance(seeds, str):
         seeds = tuple(int(s) for s in seeds.split(",") if s.strip())
@@ -165,10 +167,8 @@ def render(
         draw.text((6, top + 5), title, fill=(255, 210, 120) if r == 0 else (150, 210, 255), font=font)
         for c, tile in enumerate(tiles):
             figure.paste(tile, (c * TILE, top + TITLE_H))
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    tmp = output + ".tmp.png"
-    figure.save(tmp, optimize=True)
-    os.replace(tmp, output)
+    with atomic_output(output) as tmp:
+        figure.save(tmp, optimize=True)
     logging.getLogger(__name__).info("wrote %s", output)
     return output
 

@@ -1,5 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Unit tests of bundle.workflows: data resolution, stage-1 slice sampling, training handlers, atomic writers."""
+"""Unit tests of bundle.workflows: data resolution, stage-1 slice sampling, training handlers, atomic writers.
+
+The atomic-output helper itself is tested in test_utils.py.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ from bundle.workflows import (
     RandAxialSliced,
     ResumeHandler,
     SliceStatisticsNorm2d,
-    atomic_output,
     find_ct_inputs,
     phantom_dataset_dir,
     prepare_datalist,
@@ -346,18 +348,6 @@ def test_case_metrics_handler_writes_per_case_and_summary(tmp_path):
     assert rows[3].startswith("mean,") and rows[4].startswith("std,")
     summary = json.loads((tmp_path / "metrics_summary.json").read_text())["summary"]
     assert summary["dice"]["mean"] == pytest.approx((1 + expected) / 2)
-
-
-def test_atomic_output_leaves_target_untouched_on_failure(tmp_path):
-    target = tmp_path / "out.nii.gz"
-    target.write_text("previous")
-    with pytest.raises(RuntimeError):
-        with atomic_output(target) as tmp:
-            assert tmp.name.endswith(".nii.gz") and tmp.parent == tmp_path
-            tmp.write_text("partial")
-            raise RuntimeError("boom")
-    assert target.read_text() == "previous"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nii.gz"]
 
 
 def test_atomic_nibabel_writer(tmp_path):

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from bundle.utils import atomic_write_text
+
 __all__ = ["DATALIST_SPLITS", "DatalistError", "load_datalist", "write_datalist"]
 
 #: Split names, in the order the paper's 77/20/60 split lists them.
@@ -66,11 +68,7 @@ def write_datalist(path: str | os.PathLike, splits: Mapping[str, Sequence[Mappin
     for split, entries in splits.items():
         _check_entries(split, entries, str(path))
     data = {s: [dict(e) for e in splits[s]] for s in DATALIST_SPLITS if s in splits}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def load_datalist(path: str | os.PathLike) -> dict[str, list[dict]]:

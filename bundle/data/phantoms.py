@@ -53,6 +53,7 @@ from bundle.data.phantom_anatomy import (
 from bundle.data.phantom_noise import apply_slice_noise, noise_bank, slice_noise
 from bundle.data.phantom_pathology import VARIANT_PROBABILITIES, VARIANTS, draw_pathology
 from bundle.data.phantom_template import LANDMARKS, get_template
+from bundle.utils import atomic_write_text
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -374,12 +375,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def make_phantom_dataset(
     output_dir: str | os.PathLike,
     *,
@@ -535,7 +530,7 @@ def make_phantom_dataset(
                 write_nifti(array, phantom.affine, target, dtype=np.int16 if key == "image" else np.uint8)
                 files[r] = _sha256(target)
                 logger.info("wrote %s", target)
-        _write_json_atomic(manifest_path, {"spec": spec, "files": files})
+        atomic_write_text(manifest_path, json.dumps({"spec": spec, "files": files}, indent=2, sort_keys=True) + "\n")
     datalist = write_datalist(out / "datalist.json", entries)
     logger.info("wrote %s", datalist)
     return datalist

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +36,8 @@ import torch
 from monai.config import NdarrayOrTensor
 from monai.utils.type_conversion import convert_to_numpy
 from pydicom.sr.coding import Code
+
+from bundle.utils import atomic_output
 
 __all__ = [
     "DicomSegError",
@@ -273,13 +274,7 @@ def write_dicom_seg(
             omit_empty_frames=omit_empty,
         )
     path = Path(output_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     logger.info("DICOM SEG written: %s (%d frames)", path, int(seg.NumberOfFrames))
     return path

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from bundle.utils import atomic_output
 
 __all__ = [
     "DICOM_RESCALE_INTERCEPT",
@@ -137,17 +137,8 @@ def write_nifti(
         logger.debug("affine for %s is sheared; qform code set to 0, sform holds the exact geometry", path)
     img.header.set_data_dtype(array.dtype)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     logger.debug("wrote %s", path)
     return path
 
@@ -319,10 +310,8 @@ def write_ct_dicom_series(
     series_uid = series_instance_uid or _uid("series", seed, patient_id, series_description)
     for_uid = _uid("frame-of-reference", study_uid, series_uid)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
     names = []
-    try:
+    with atomic_output(output_dir, directory=True) as tmp_dir:
         for k in range(nz):
             i0 = nx - 1 if flip_x else 0
             j0 = ny - 1 if flip_y else 0
@@ -384,10 +373,6 @@ def write_ct_dicom_series(
             name = f"slice_{k + 1:04d}.dcm"
             ds.save_as(tmp_dir / name, enforce_file_format=True)
             names.append(name)
-        os.replace(tmp_dir, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     files = [output_dir / n for n in names]
     logger.debug("wrote DICOM series %s (%d slices)", output_dir, len(files))
     return files

@@ -13,10 +13,11 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from bundle.utils import atomic_write_text
 
 __all__ = ["RunningMoments", "compute_dataset_stats"]
 
@@ -61,20 +62,6 @@ class RunningMoments:
     def std(self) -> float:
         """Population standard deviation of everything added so far (0.0 when empty)."""
         return math.sqrt(self._m2 / self.count) if self.count else 0.0
-
-
-def _write_json_atomic(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def compute_dataset_stats(
@@ -145,6 +132,6 @@ def compute_dataset_stats(
         "datalist": datalist.name,
     }
     output = Path(output)
-    _write_json_atomic(stats, output)
+    atomic_write_text(output, json.dumps(stats, indent=2) + "\n")
     logger.info("wrote %s (mean %.2f, std %.2f over %d cases)", output, stats["mean"], stats["std"], len(entries))
     return stats

@@ -27,7 +27,7 @@ from ignite.handlers import Checkpoint
 from monai.data import MetaTensor
 
 from bundle.metrics import case_metrics, format_summary, summarize
-from bundle.workflows.writers import atomic_output
+from bundle.utils import atomic_output, atomic_write_text
 
 __all__ = ["CaseMetricsHandler", "PretrainedUNetHandler", "ResumeHandler", "load_state_dict_file", "unwrap"]
 
@@ -52,11 +52,6 @@ def _is_main_process() -> bool:
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -400,9 +395,9 @@ class CaseMetricsHandler:
             writer.writerow([row["case"], f"{row['dice']:.6f}", f"{row['hd95_mm']:.4f}"])
         for stat in ("mean", "std"):
             writer.writerow([stat] + [f"{self.summary[key][stat]:.6f}" for key in ("dice", "hd95_mm")])
-        _atomic_write_text(self.output_dir / self.filename, buffer.getvalue())
+        atomic_write_text(self.output_dir / self.filename, buffer.getvalue())
         summary = {"cases": self.rows, "summary": self.summary}
-        _atomic_write_text(self.output_dir / "metrics_summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(self.output_dir / "metrics_summary.json", json.dumps(summary, indent=2) + "\n")
         logger.info(
             "evaluation of %d cases: Dice %s, HD95 %s mm (per case: %s)",
             len(self.rows),

@@ -1,56 +1,23 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Atomic output files: a result appears complete or not at all, never half written.
+"""Atomic output files for the workflows: a result appears complete or not at all, never half written.
 
-:func:`atomic_output` gives a temporary path beside the target (same folder, hence same file system) and moves it
-into place with ``os.replace`` only when writing succeeded; :class:`AtomicNibabelWriter` is MONAI's
-``NibabelWriter`` built on it, for ``SaveImaged``.
+:class:`AtomicNibabelWriter` is MONAI's ``NibabelWriter`` built on :func:`bundle.utils.atomic_output` (a temporary
+path beside the target, moved into place with ``os.replace`` only when writing succeeded), for ``SaveImaged``.
+``atomic_output`` is re-exported here for the configs and callers that import it from ``bundle.workflows``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 from monai.config import PathLike
 from monai.data import NibabelWriter
 
+from bundle.utils import atomic_output
+
 __all__ = ["AtomicNibabelWriter", "atomic_output"]
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def atomic_output(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write instead of ``target``; on success it replaces ``target`` atomically.
-
-    The temporary name keeps the target's suffixes (``.nii.gz``, ``.json`` ...) so that writers that choose a format
-    by extension still work; its folder is created if missing. On any exception the temporary file is removed and
-    ``target`` is left as it was.
-
-    Args:
-        target: the final path.
-
-    Yields:
-        The temporary path (does not exist yet).
-
-    Example:
-        >>> with atomic_output("eval/metrics.csv") as tmp:  # doctest: +SKIP
-        ...     tmp.write_text("case,dice\\n")
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    suffixes = "".join(target.suffixes[-2:]) if target.name.endswith(".nii.gz") else target.suffix
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp{suffixes}")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class AtomicNibabelWriter(NibabelWriter):
