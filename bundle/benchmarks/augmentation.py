@@ -94,7 +94,8 @@ def benchmark_augmentation(
         ours = RandRotateTranslated(["image", "label"], max_rotation_deg=10.0, max_translation_vox=20.0)
         ours.set_random_state(seed=0)
         ours_image = RandRotateTranslated("image").set_random_state(seed=0)
-        ours_label = RandRotateTranslated("label", mode="binary", padding_mode="zeros").set_random_state(seed=0)
+        ours_label = RandRotateTranslated("label", mode="nearest", padding_mode="zeros").set_random_state(seed=0)
+        ours_binary = RandRotateTranslated("label", mode="binary", padding_mode="zeros").set_random_state(seed=0)
         monai = RandAffined(
             keys=["image", "label"],
             prob=1.0,
@@ -106,9 +107,16 @@ def benchmark_augmentation(
         monai.set_random_state(seed=0)
         rows = []
         for method, keys, function, n, warm_up in (
-            ("RandRotateTranslated (separable)", "image+label", lambda: ours(data), repeats, True),
-            ("RandRotateTranslated (separable)", "image", lambda: ours_image({"image": data["image"]}), repeats, True),
-            ("RandRotateTranslated (separable)", "label", lambda: ours_label({"label": data["label"]}), repeats, True),
+            ("RandRotateTranslated (ours)", "image+label", lambda: ours(data), repeats, True),
+            ("RandRotateTranslated (ours)", "image", lambda: ours_image({"image": data["image"]}), repeats, True),
+            ("RandRotateTranslated (ours)", "label", lambda: ours_label({"label": data["label"]}), repeats, True),
+            (
+                "RandRotateTranslated (ours)",
+                "label (binary)",
+                lambda: ours_binary({"label": data["label"]}),
+                repeats,
+                True,
+            ),
             ("MONAI RandAffined", "image+label", lambda: monai(data), baseline_repeats, False),
         ):
             if warm_up:  # the first call allocates the scratch volumes kept for the following calls (training)

@@ -15,6 +15,7 @@ from .augmentation import (
     RandRotateTranslated,
     RandRotateTranslateDict,
     RotateTranslate,
+    nearest_affine,
     rotation_translation_matrix,
     separable_affine,
 )
@@ -40,5 +41,6 @@ __all__ = [
     "compute_dataset_stats",
     "load_intensity_stats",
     "rotation_translation_matrix",
+    "nearest_affine",
     "separable_affine",
 ]
