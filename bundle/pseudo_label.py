@@ -23,9 +23,12 @@ cranial cavity (brain + CSF inside the inner table) and made independent of FSL:
    label convention of the phantoms: a voxel is cavity when at least half of it is), then
    largest component, 3D and axial hole filling (:func:`bundle.postprocessing.postprocess_cranial_cavity`).
 
-Measured on the project's phantoms (generator version 1, 256x256 in-plane, seeds 0-11): Dice 0.993 +- 0.005,
-HD95 about 1 mm, lowest 0.978 (HD95 6 mm) on a craniectomy, whose defect leaves the cavity under it unbounded;
-about 3-20 s per volume on a CPU core (20-30 s at 512x512x300).
+On the 8 test phantoms the shipped network is evaluated on (``python scripts/benchmark.py segmentation``; coarse:
+1.7-2 mm pixels, 5-6 mm slices): Dice 0.952 +- 0.048 against the network's 0.981 +- 0.006. It is weakest on
+craniectomies (Dice 0.88, HD95 24 mm): the bone defect leaves the cavity under it bounded on too few sides, so it is
+cut away; elsewhere it misses the lowest and highest partial slices. On finer phantoms (256x256, seeds 0-11) it
+reached Dice 0.993 +- 0.005. About 0.2 s per coarse volume and 20-30 s at 512x512x300 on a CPU core. Check its
+masks before training on them.
 
 All distances are in mm (voxel spacing from the affine), so thick-slice and thin-slice data get the same treatment.
 Input arrays are (X, Y, Z) RAS with the last axis axial (inferior -> superior), as the loader returns them; the
