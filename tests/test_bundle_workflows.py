@@ -22,6 +22,7 @@ from bundle.data.datalist import DatalistError
 from bundle.networks import UNet2D, UNetConvLSTM
 from bundle.transforms.augmentation import RotateTranslate, rotation_translation_matrix
 from bundle.workflows import (
+    AtomicCheckpointSaver,
     AtomicNibabelWriter,
     AxialSlice,
     CaseMetricsHandler,
@@ -348,6 +349,37 @@ def test_case_metrics_handler_writes_per_case_and_summary(tmp_path):
     assert rows[3].startswith("mean,") and rows[4].startswith("std,")
     summary = json.loads((tmp_path / "metrics_summary.json").read_text())["summary"]
     assert summary["dice"]["mean"] == pytest.approx((1 + expected) / 2)
+
+
+def test_atomic_checkpoint_saver_keeps_the_previous_best_model_when_a_save_fails(tmp_path, monkeypatch):
+    """The best model is replaced in place each time it improves; a save that fails half way leaves the last one."""
+    net = torch.nn.Linear(2, 1)
+    saver = AtomicCheckpointSaver(
+        str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="dice", key_metric_filename="model.pt"
+    )
+    engine = Engine(lambda e, b: None)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def improve(e):  # runs before the saver (attached later): weights = epoch number, a better metric every epoch
+        with torch.no_grad():
+            net.weight.fill_(e.state.epoch)
+        e.state.metrics["dice"] = 0.1 * e.state.epoch
+
+    saver.attach(engine)
+    real_save = torch.save
+
+    def save_failing_in_epoch_3(obj, f, *args, **kwargs):
+        if engine.state.epoch == 3:
+            Path(f).write_bytes(b"truncated")
+            raise OSError("disk full")
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_failing_in_epoch_3)
+    with pytest.raises(OSError, match="disk full"):
+        engine.run(range(1), max_epochs=3)
+    state = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    torch.testing.assert_close(state["weight"], torch.full((1, 2), 2.0))  # epoch 2's model replaced epoch 1's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file left
 
 
 def test_atomic_nibabel_writer(tmp_path):

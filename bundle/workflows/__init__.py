@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bundle.workflows.data import NIFTI_SUFFIXES, find_ct_inputs, phantom_dataset_dir, prepare_datalist
 from bundle.workflows.handlers import (
+    AtomicCheckpointSaver,
     CaseMetricsHandler,
     PretrainedUNetHandler,
     ResumeHandler,
@@ -20,6 +21,7 @@ from bundle.workflows.transforms import AxialSlice, RandAxialSliced
 from bundle.workflows.writers import AtomicNibabelWriter, atomic_output
 
 __all__ = [
+    "AtomicCheckpointSaver",
     "AtomicNibabelWriter",
     "atomic_output",
     "AxialSlice",

@@ -7,6 +7,7 @@
 - :class:`ResumeHandler`: saves model, optimizer, trainer and best-metric state every N epochs (atomically) and
   resumes from it after an interruption.
 - :class:`CaseMetricsHandler`: per-case Dice and HD95 (mm) of an evaluation, written as CSV with the mean +- std.
+- :class:`AtomicCheckpointSaver`: MONAI's ``CheckpointSaver`` (the best ``model.pt``) writing atomically.
 """
 
 from __future__ import annotations
@@ -23,13 +24,21 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint
+from ignite.handlers import Checkpoint, DiskSaver
 from monai.data import MetaTensor
+from monai.handlers import CheckpointSaver
 
 from bundle.metrics import case_metrics, format_summary, summarize
 from bundle.utils import atomic_output, atomic_write_text
 
-__all__ = ["CaseMetricsHandler", "PretrainedUNetHandler", "ResumeHandler", "load_state_dict_file", "unwrap"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "CaseMetricsHandler",
+    "PretrainedUNetHandler",
+    "ResumeHandler",
+    "load_state_dict_file",
+    "unwrap",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -325,6 +334,60 @@ class ResumeHandler:
         if _is_main_process() and self.path.is_file():
             self.path.unlink()
             logger.info("training completed: removed the resume file %s", self.path)
+
+
+class _AtomicDiskSaver(DiskSaver):
+    """ignite's ``DiskSaver`` writing through :func:`bundle.utils.atomic_output`, with an optional fixed file name.
+
+    A fixed name (``key_metric_filename="model.pt"``) is never deleted before a save: ignite's ``Checkpoint`` removes
+    the file it is about to replace, which would leave no model at all if the save then failed; here the complete new
+    file replaces the old one in one ``os.replace``.
+    """
+
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
+        super().__init__(dirname=dirname, atomic=True, require_empty=False)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:
+        with atomic_output(path) as tmp:
+            func(checkpoint, tmp, **self.kwargs)
+
+    def remove(self, filename: str) -> None:
+        if self.filename is None:  # a fixed name is replaced by the save that follows
+            super().remove(filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` whose checkpoint files are written atomically.
+
+    MONAI's saver writes straight into the final file, and with a fixed ``key_metric_filename`` it first deletes the
+    previous best model: an interruption or error while saving (disk full, a killed job) leaves a truncated
+    ``model.pt`` or none. This subclass writes every checkpoint to a temporary file beside it and moves it into place
+    only when complete (:func:`bundle.utils.atomic_output`), and replaces a fixed-name file instead of deleting it
+    first, so the previous ``model.pt`` stays intact until the new one is whole. Files also get the usual permissions
+    (ignite's own atomic mode writes them readable by their owner only). Everything else, including
+    ``load_state_dict`` and the key-metric record :class:`ResumeHandler` saves, is MONAI's.
+
+    Args:
+        args: positional arguments of ``monai.handlers.CheckpointSaver`` (``save_dir``, ``save_dict``, ...).
+        kwargs: its keyword arguments (``save_key_metric``, ``key_metric_filename``, ``save_final``, ...).
+
+    Example:
+        >>> saver = AtomicCheckpointSaver(  # doctest: +SKIP
+        ...     "models", {"model": net}, save_key_metric=True, key_metric_filename="model.pt"
+        ... )
+        >>> saver.attach(evaluator)  # doctest: +SKIP
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                fixed = getattr(checkpoint.save_handler, "filename", None)
+                checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, filename=fixed)
 
 
 def _foreground(mask: torch.Tensor | np.ndarray) -> np.ndarray:
