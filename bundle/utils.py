@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""File helpers every writer of the bundle shares: atomic outputs.
+"""File helpers the bundle shares: atomic outputs and file checksums.
 
 An output is written under a temporary name in the target's own folder (hence on the same file system) and moved
 into place with ``os.replace`` only once it is complete, so a reader sees the old file or the new one, never a half
@@ -10,13 +10,14 @@ library, so any module (including the model-zoo export) can use it without pulli
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_output", "atomic_write_text"]
+__all__ = ["atomic_output", "atomic_write_text", "sha256_file"]
 
 
 def _temporary_name(target: Path) -> Path:
@@ -94,3 +95,28 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "ut
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding=encoding)
     return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks (any size, little memory).
+
+    Args:
+        path: the file.
+
+    Returns:
+        64 lowercase hexadecimal characters.
+
+    Raises:
+        OSError: if the file cannot be read.
+
+    Example:
+        >>> import tempfile
+        >>> path = atomic_write_text(Path(tempfile.mkdtemp()) / "empty.txt", "")
+        >>> sha256_file(path)[:16]
+        'e3b0c44298fc1c14'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

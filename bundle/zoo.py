@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bundle.utils import atomic_output, atomic_write_text
+from bundle.utils import atomic_output, atomic_write_text, sha256_file
 
 __all__ = [
     "BUNDLE_NAME",
@@ -94,14 +94,6 @@ class ZooCheckError(ValueError):
     """The bundle does not meet a model-zoo requirement; the message names every failing check and file."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _pretty_json(text: str) -> str:
     """What pre-commit's ``pretty-format-json --autofix --no-sort-keys --indent=4`` makes of ``text``."""
     return json.dumps(json.loads(text), indent=4, ensure_ascii=True) + "\n"
@@ -149,7 +141,7 @@ def _write_large_files(bundle_dir: Path, large_files_url: str | None) -> list[st
         lines += [
             f"  - path: {json.dumps(rel)}",
             f"    url: {json.dumps(url)}",
-            f"    hash_val: {json.dumps(_sha256(bundle_dir / rel))}",
+            f"    hash_val: {json.dumps(sha256_file(bundle_dir / rel))}",
             '    hash_type: "sha256"',
         ]
     (bundle_dir / "large_files.yml").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -577,7 +569,7 @@ def _hash(path: Path, hash_type: str) -> str:
     if hash_type.lower() not in {"md5", "sha1", "sha256", "sha512"}:
         raise ZooCheckError(f"large_files.yml: unsupported hash_type {hash_type!r} for {path.name}")
     if hash_type.lower() == "sha256":
-        return _sha256(path)
+        return sha256_file(path)
     return hashlib.new(hash_type.lower(), path.read_bytes()).hexdigest()
 
 

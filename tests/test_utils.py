@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
-"""bundle.utils: atomic outputs (files and folders) leave the previous result intact on failure."""
+"""bundle.utils: atomic outputs (files and folders) leave the previous result intact on failure; file checksums."""
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 
 import bundle.workflows
-from bundle.utils import atomic_output, atomic_write_text
+from bundle.utils import atomic_output, atomic_write_text, sha256_file
 
 
 def _names(folder) -> list[str]:
@@ -76,6 +78,14 @@ def test_atomic_write_text_replaces_the_file(tmp_path):
     assert atomic_write_text(path, '{"mean": 1.5}\n') == path
     assert path.read_text() == '{"mean": 1.5}\n'
     assert _names(tmp_path) == ["stats.json"]
+
+
+@pytest.mark.parametrize("size", [0, 5, (1 << 20) + 3])  # empty, small, more than one 1 MiB block
+def test_sha256_file_matches_hashlib(tmp_path, size):
+    data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
 
 
 def test_workflows_reexport_the_same_helper():

@@ -53,7 +53,7 @@ from bundle.data.phantom_anatomy import (
 from bundle.data.phantom_noise import apply_slice_noise, noise_bank, slice_noise
 from bundle.data.phantom_pathology import VARIANT_PROBABILITIES, VARIANTS, draw_pathology
 from bundle.data.phantom_template import LANDMARKS, get_template
-from bundle.utils import atomic_write_text
+from bundle.utils import atomic_write_text, sha256_file
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -367,14 +367,6 @@ def _pure_tissue_map(tissue: np.ndarray, mixed: np.ndarray, grid, acq: Acquisiti
     return coded[ix, iy, iz]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def make_phantom_dataset(
     output_dir: str | os.PathLike,
     *,
@@ -528,7 +520,7 @@ def make_phantom_dataset(
             else:
                 array = phantom.image if key == "image" else phantom.label
                 write_nifti(array, phantom.affine, target, dtype=np.int16 if key == "image" else np.uint8)
-                files[r] = _sha256(target)
+                files[r] = sha256_file(target)
                 logger.info("wrote %s", target)
         atomic_write_text(manifest_path, json.dumps({"spec": spec, "files": files}, indent=2, sort_keys=True) + "\n")
     datalist = write_datalist(out / "datalist.json", entries)
@@ -540,7 +532,7 @@ def _dir_digest(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.iterdir()):
         h.update(f.name.encode())
-        h.update(_sha256(f).encode())
+        h.update(sha256_file(f).encode())
     return h.hexdigest()
 
 
@@ -548,5 +540,5 @@ def _is_recorded(out: Path, rel: str, files: dict[str, str]) -> bool:
     path = out / rel
     if rel not in files or not path.exists():
         return False
-    digest = _dir_digest(path) if path.is_dir() else _sha256(path)
+    digest = _dir_digest(path) if path.is_dir() else sha256_file(path)
     return digest == files[rel]
