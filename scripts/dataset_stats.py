@@ -42,11 +42,10 @@ def main(
     Returns:
         The statistics written.
     """
-    import logging
-
+    from bundle.cli import setup_logging
     from bundle.transforms.stats import compute_dataset_stats
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(show_level=False)
     return compute_dataset_stats(
         datalist, output, split=split, image_key=image_key, base_dir=base_dir, progress=progress
     )

@@ -37,9 +37,10 @@ def main(
 ) -> None:
     """Export and verify the model-zoo bundle (see :func:`bundle.zoo.export_zoo` for the arguments)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bundle.cli import setup_logging
     from bundle.zoo import ZooCheckError, export_zoo
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    setup_logging()
     try:
         export_zoo(
             output_dir,

@@ -55,11 +55,10 @@ def main(
     Returns:
         The path of the written ``datalist.json``.
     """
-    import logging
-
+    from bundle.cli import setup_logging
     from bundle.data.phantoms import make_phantom_dataset
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(show_level=False)
     if isinstance(variants, str):
         variants = tuple(v.strip() for v in variants.split(",") if v.strip())
     path = make_phantom_dataset(

@@ -136,9 +136,10 @@ def render(
 
     from PIL import Image, ImageDraw, ImageFont
 
+    from bundle.cli import setup_logging
     from bundle.utils import atomic_output
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(show_level=False)
     if isinstance(seeds, str):
         seeds = tuple(int(s) for s in seeds.split(",") if s.strip())
     elif isinstance(seeds, int):

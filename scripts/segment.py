@@ -52,15 +52,14 @@ def main(
     Raises:
         SystemExit: 1 if any case failed, 2 if the call is unusable (messages logged, no traceback).
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
-    log = logging.getLogger("segment")
-    if not verbose:  # highdicom logs every module it copies at INFO
-        logging.getLogger("highdicom").setLevel(logging.WARNING)
     # heavy imports after argument parsing; the bundle root is this script's parent folder
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bundle.cli import setup_logging
     from bundle.io.errors import CTInputError
     from bundle.segment import SegmentError, segment
 
+    setup_logging(verbose)
+    log = logging.getLogger("segment")
     try:
         results = segment(
             str(input),
