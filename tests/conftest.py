@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
+"""Fixtures shared by the test modules: repository paths, the shared data and the CT pipelines."""
+
 from __future__ import annotations
 
 import os
@@ -26,3 +28,42 @@ def shared_data_dir() -> Path:
             pytest.fail(f"shared data folder not found at {path}")
         pytest.skip(f"shared data folder not found at {path}")
     return path
+
+
+@pytest.fixture
+def ras_loader():
+    """The bundle's CT loading of ``"image"``: LoadImaged (CTImageReader), EnsureChannelFirstd, Orientationd RAS."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
+
+    from bundle.io import CTImageReader
+
+    return Compose(
+        [
+            LoadImaged("image", reader=CTImageReader()),
+            EnsureChannelFirstd("image"),
+            Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+        ]
+    )
+
+
+@pytest.fixture
+def invert_and_save(ras_loader, tmp_path):
+    """``Invertd`` of ``"pred"`` through :func:`ras_loader`, then ``SaveImaged`` as ``tmp_path/out/NAME_mask.nii.gz``
+    (uint8, no resampling): a prediction on the RAS array written back in the input's own geometry."""
+    import numpy as np
+    from monai.transforms import Compose, Invertd, SaveImaged
+
+    return Compose(
+        [
+            Invertd("pred", transform=ras_loader, orig_keys="image", nearest_interp=True),
+            SaveImaged(
+                "pred",
+                output_dir=tmp_path / "out",
+                output_postfix="mask",
+                separate_folder=False,
+                output_dtype=np.uint8,
+                resample=False,
+                print_log=False,
+            ),
+        ]
+    )

@@ -449,45 +449,23 @@ def test_find_missing_slice_gaps_checks_arguments(kwargs):
         find_missing_slice_gaps(**kwargs)
 
 
-def test_dicom_through_a_monai_pipeline_and_back(tmp_path):
+def test_dicom_through_a_monai_pipeline_and_back(tmp_path, ras_loader, invert_and_save):
     """LoadImaged -> Orientationd, batched by a DataLoader, then Invertd -> SaveImaged in the loader's native grid."""
     import nibabel as nib
     import torch
     from monai.data import DataLoader, Dataset, decollate_batch
-    from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged, Orientationd, SaveImaged
-
-    from bundle.io import CTImageReader
 
     write(tmp_path / "s", tilt_deg=10.0)
     native, native_affine, _ = read_dicom_series(tmp_path / "s")
-    pre = Compose(
-        [
-            LoadImaged("image", reader=CTImageReader()),
-            EnsureChannelFirstd("image"),
-            Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-        ]
+    loader = DataLoader(
+        Dataset([{"image": str(tmp_path / "s")}] * 2, transform=ras_loader), batch_size=2, num_workers=0
     )
-    loader = DataLoader(Dataset([{"image": str(tmp_path / "s")}] * 2, transform=pre), batch_size=2, num_workers=0)
     batch = next(iter(loader))
     assert batch["image"].shape == (2, 1, *native.shape)  # Orientationd only flips a DICOM grid here
     item = decollate_batch(batch)[0]
     assert isinstance(item["image"].meta["ct_source_geometry"], str)
     item["pred"] = (item["image"] > 0).to(torch.uint8)
-    post = Compose(
-        [
-            Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True),
-            SaveImaged(
-                "pred",
-                output_dir=tmp_path / "out",
-                output_postfix="mask",
-                separate_folder=False,
-                output_dtype=np.uint8,
-                resample=False,
-                print_log=False,
-            ),
-        ]
-    )
-    post(item)
+    invert_and_save(item)
     saved = list((tmp_path / "out").glob("*.nii.gz"))
     assert len(saved) == 1
     mask = nib.load(str(saved[0]))

@@ -9,20 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.transforms import (
-    Compose,
-    EnsureChannelFirstd,
-    Invertd,
-    LoadImage,
-    LoadImaged,
-    Orientationd,
-    SaveImaged,
-)
+from monai.transforms import Compose, LoadImage, LoadImaged
 
 from bundle.io import CTImageReader, CTInputError, load_ct
 from bundle.io.writers import write_nifti
-
-LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 def lps_volume(shape=(20, 16, 10), spacing=(0.8, 0.9, 2.5)):
@@ -77,36 +67,15 @@ def test_singleton_fourth_dimension_is_squeezed(tmp_path):
     assert image.shape == data.shape and tuple(meta["spatial_shape"]) == data.shape
 
 
-def test_pipeline_inverts_to_native_geometry(tmp_path):
+def test_pipeline_inverts_to_native_geometry(tmp_path, ras_loader, invert_and_save):
     """Orientationd makes the array RAS; Invertd + SaveImaged write a mask in the input's own (LPS) geometry."""
     data, affine = lps_volume()
     path = save(tmp_path / "ct.nii.gz", data, affine)
-    pre = Compose(
-        [
-            LoadImaged("image", reader=CTImageReader(), image_only=True),
-            EnsureChannelFirstd("image"),
-            Orientationd("image", axcodes="RAS", labels=LABELS),
-        ]
-    )
-    item = pre({"image": str(path)})
+    item = ras_loader({"image": str(path)})
     assert nib.aff2axcodes(item["image"].affine.numpy()) == ("R", "A", "S")
     assert item["image"].dtype == torch.float32
     item["pred"] = (item["image"] > 0).to(torch.uint8)  # a "prediction" on the RAS array
-    post = Compose(
-        [
-            Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True),
-            SaveImaged(
-                "pred",
-                output_dir=tmp_path / "out",
-                output_postfix="mask",
-                separate_folder=False,
-                output_dtype=np.uint8,
-                resample=False,
-                print_log=False,
-            ),
-        ]
-    )
-    post(item)
+    invert_and_save(item)
     saved = nib.load(str(tmp_path / "out" / "ct_mask.nii.gz"))
     np.testing.assert_allclose(saved.affine, affine, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(saved.dataobj), (data > 0).astype(np.uint8))
