@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Fixtures shared by the test modules: repository paths, the shared data and the CT pipelines."""
+"""Fixtures shared by the test modules: repository paths, the shared data, thread settings and the CT pipelines."""
 
 from __future__ import annotations
 
@@ -28,6 +28,18 @@ def shared_data_dir() -> Path:
             pytest.fail(f"shared data folder not found at {path}")
         pytest.skip(f"shared data folder not found at {path}")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (tiny volumes gain nothing from threads, and on a busy 2-core machine OpenMP
+    spins); the previous setting is restored afterwards. Modules opt in with ``pytest.mark.usefixtures``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

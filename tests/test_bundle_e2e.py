@@ -23,19 +23,11 @@ from bundle.workflows import prepare_datalist
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
 TINY = str(CONFIGS / "presets" / "tiny.json")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per test
 
 
 def _configs(*names: str) -> list[str]:
     return [str(CONFIGS / n) for n in names] + [TINY]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny volumes gain nothing from threads, and a busy 2-core machine makes OpenMP spin; restore afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -32,15 +32,7 @@ from bundle.segment import REPORT_SUFFIX, SegmentError, segment
 from bundle.segment_inputs import find_series
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny volumes gain nothing from threads on a busy 2-core machine; restore the setting afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per test
 
 
 @pytest.fixture(scope="module")
