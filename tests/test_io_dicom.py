@@ -260,28 +260,24 @@ def _mr(tmp_path):
     return tmp_path / "s", ["Modality 'MR'", "CT only"]
 
 
-def _sagittal(tmp_path):
+def _restacked(tmp_path, orientation, position) -> Path:
+    """A series whose slices have ImageOrientationPatient ``orientation`` and ImagePositionPatient ``position(k)``."""
     files = write(tmp_path / "s")
 
-    def to_sagittal(ds):
-        k = int(ds.InstanceNumber)
-        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
-        ds.ImagePositionPatient = [-40 + 3.0 * k, -20, 60]
+    def restack(ds):
+        ds.ImageOrientationPatient = orientation
+        ds.ImagePositionPatient = position(int(ds.InstanceNumber))
 
-    mutate(files, to_sagittal)
-    return tmp_path / "s", ["sagittal", "axial"]
+    mutate(files, restack)
+    return tmp_path / "s"
+
+
+def _sagittal(tmp_path):
+    return _restacked(tmp_path, [0, 1, 0, 0, 0, -1], lambda k: [-40 + 3.0 * k, -20, 60]), ["sagittal", "axial"]
 
 
 def _coronal(tmp_path):
-    files = write(tmp_path / "s")
-
-    def to_coronal(ds):
-        k = int(ds.InstanceNumber)
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
-        ds.ImagePositionPatient = [-30, -40 + 3.0 * k, 60]
-
-    mutate(files, to_coronal)
-    return tmp_path / "s", ["coronal"]
+    return _restacked(tmp_path, [1, 0, 0, 0, 0, -1], lambda k: [-30, -40 + 3.0 * k, 60]), ["coronal"]
 
 
 def _truncated(tmp_path):
