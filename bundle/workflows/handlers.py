@@ -352,6 +352,7 @@ class _AtomicDiskSaver(DiskSaver):
         super().__call__(checkpoint, self.filename or filename, metadata)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:
+        # DiskSaver.__call__ picks the saving rank, then calls this with torch.save (ignite 0.4-0.5)
         with atomic_output(path) as tmp:
             func(checkpoint, tmp, **self.kwargs)
 
@@ -367,8 +368,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
     previous best model: an interruption or error while saving (disk full, a killed job) leaves a truncated
     ``model.pt`` or none. This subclass writes every checkpoint to a temporary file beside it and moves it into place
     only when complete (:func:`bundle.utils.atomic_output`), and replaces a fixed-name file instead of deleting it
-    first, so the previous ``model.pt`` stays intact until the new one is whole. Files also get the usual permissions
-    (ignite's own atomic mode writes them readable by their owner only). Everything else, including
+    first, so the previous ``model.pt`` stays intact until the new one is whole. Everything else, including
     ``load_state_dict`` and the key-metric record :class:`ResumeHandler` saves, is MONAI's.
 
     Args:
