@@ -66,6 +66,9 @@ def test_metadata_verifies_against_schema_offline(bundle_path):
     meta = _load("metadata.json")
     assert "optional_packages_version" not in meta  # both keys would silently override each other
     assert meta["version"] in meta["changelog"]
+    import bundle
+
+    assert bundle.__version__ == meta["version"]  # DICOM SEG and reports name the package version
 
 
 def test_metadata_matches_the_network():
