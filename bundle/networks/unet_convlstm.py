@@ -21,6 +21,12 @@ __all__ = ["UNetConvLSTM"]
 AUTO = "auto"
 
 
+def _to_pinned_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of a device tensor in page-locked host memory, made without waiting for the device."""
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor, non_blocking=True)
+
+
 class UNetConvLSTM(nn.Module):
     """A convolutional LSTM over the axial slices whose input transform is a 2D U-Net (the paper's eq. (1)).
 
@@ -209,10 +215,13 @@ class UNetConvLSTM(nn.Module):
         direction = self.directions[direction_index]
         device = h.device
         if self.offload_states and device.type != "cpu":
-            h, c = h.to("cpu"), c.to("cpu")
+            # Asynchronous copies into pinned host memory: the device keeps computing while the state travels, and
+            # the copy back is queued on the same stream, so it can never overtake the copy out.
+            h, c = _to_pinned_host(h), _to_pinned_host(c)
 
         def run_segment(segment: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
-            return direction(self._gate_inputs(segment, direction_index), h.to(device), c.to(device))
+            gates = self._gate_inputs(segment, direction_index)
+            return direction(gates, h.to(device, non_blocking=True), c.to(device, non_blocking=True))
 
         return torch_checkpoint(run_segment, segment, h, c, use_reentrant=False, context_fn=self._checkpoint_contexts)
 
