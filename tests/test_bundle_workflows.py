@@ -186,6 +186,21 @@ def test_augmented_slice_equals_slice_of_augmented_volume(angles, shift, index):
     assert (full_image - plane_image).abs().mean() < 0.03 * (full_image.max() - full_image.min())
 
 
+def test_rand_axial_sliced_draws_like_stage_two_and_samples_that_plane():
+    affine = torch.diag(torch.tensor([0.8, 0.8, 3.0, 1.0], dtype=torch.float64))
+    image = MetaTensor(torch.randn(1, 24, 20, 12), affine=affine)
+    label = MetaTensor((torch.randn(1, 24, 20, 12) > 0).to(torch.uint8), affine=affine)
+    sampler = RandAxialSliced(["image", "label"]).set_random_state(seed=5)
+    out = sampler({"image": image, "label": label})
+    assert all(abs(a) <= 10 for a in sampler.angles_deg) and all(abs(t) <= 20 for t in sampler.translation_vox)
+    matrix = rotation_translation_matrix(image.shape[1:], sampler.angles_deg, sampler.translation_vox, (0.8, 0.8, 3.0))
+    torch.testing.assert_close(out["image"], sample_axial_plane(image, matrix, sampler.index, "bilinear", "border"))
+    expected_label = sample_axial_plane(label, matrix, sampler.index, "nearest", "zeros")
+    assert out["label"].dtype == torch.uint8 and torch.equal(out["label"], expected_label)
+    again = RandAxialSliced(["image", "label"]).set_random_state(seed=5)({"image": image, "label": label})
+    torch.testing.assert_close(again["image"], out["image"])
+
+
 def test_rand_axial_sliced_bad_arguments():
     with pytest.raises(ValueError):
         RandAxialSliced(["image"], max_rotation_deg=-1.0)

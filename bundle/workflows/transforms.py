@@ -25,7 +25,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform, Transform
 from monai.utils import TransformBackends, ensure_tuple_rep
 
-from bundle.transforms.augmentation import rotation_translation_matrix
+from bundle.transforms.augmentation import RandRotateTranslate, RotateTranslate
 
 __all__ = ["AxialSlice", "sample_axial_plane", "RandAxialSliced", "RandAxialSliceD", "RandAxialSliceDict"]
 
@@ -143,7 +143,8 @@ class RandAxialSliced(RandomizableTransform, MapTransform):
         prob: probability of augmenting. Defaults to 1.0.
         max_rotation_deg: largest rotation about each axis (one number or three). Defaults to 10.0.
         max_translation_vox: largest shift along each axis in voxels (one number or three). Defaults to 20.0.
-        mode: per key, "bilinear", "binary" (0/1 masks) or "nearest". Defaults to ``("bilinear", "binary")``.
+        mode: per key, "bilinear", "nearest" or "binary" (0/1 masks). Defaults to ``("bilinear", "nearest")``, as
+            :py:class:`bundle.transforms.RandRotateTranslated` in stage 2.
         padding_mode: per key, "border" or "zeros". Defaults to ``("border", "zeros")``.
         physical: rotate in millimetres using a ``MetaTensor``'s voxel spacing. Defaults to True.
         allow_missing_keys: don't raise if a key is missing. Defaults to False.
@@ -166,21 +167,21 @@ class RandAxialSliced(RandomizableTransform, MapTransform):
         prob: float = 1.0,
         max_rotation_deg: Sequence[float] | float = 10.0,
         max_translation_vox: Sequence[float] | float = 20.0,
-        mode: Sequence[str] | str = ("bilinear", "binary"),
+        mode: Sequence[str] | str = ("bilinear", "nearest"),
         padding_mode: Sequence[str] | str = ("border", "zeros"),
         physical: bool = True,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        self.max_rotation_deg = np.asarray(ensure_tuple_rep(max_rotation_deg, 3), dtype=np.float64)
-        self.max_translation_vox = np.asarray(ensure_tuple_rep(max_translation_vox, 3), dtype=np.float64)
-        for name, value in (
-            ("max_rotation_deg", self.max_rotation_deg),
-            ("max_translation_vox", self.max_translation_vox),
-        ):
-            if value.shape != (3,) or np.any(value < 0) or not np.all(np.isfinite(value)):
-                raise ValueError(f"{name} must be one or three non-negative numbers, got {value.tolist()}.")
+        # the rotation and translation are drawn (and their ranges checked) as in stage 2's augmentation
+        self.rotation = RandRotateTranslate(
+            prob=1.0,
+            max_rotation_deg=max_rotation_deg,
+            max_translation_vox=max_translation_vox,
+            physical=physical,
+            cache_buffers=False,
+        )
         self.mode = ensure_tuple_rep(mode, len(self.keys))
         self.padding_mode = ensure_tuple_rep(padding_mode, len(self.keys))
         for name, values, options in (("mode", self.mode, _MODES), ("padding_mode", self.padding_mode, _PADDING)):
@@ -190,18 +191,28 @@ class RandAxialSliced(RandomizableTransform, MapTransform):
         self.physical = bool(physical)
         self.slicer = AxialSlice()
         self.index = 0
-        self.angles_deg = (0.0, 0.0, 0.0)
-        self.translation_vox = (0.0, 0.0, 0.0)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.rotation.set_random_state(seed, state)
+        return self
+
+    @property
+    def angles_deg(self) -> tuple[float, float, float]:
+        """The last drawn rotation angles (degrees)."""
+        return self.rotation.angles_deg
+
+    @property
+    def translation_vox(self) -> tuple[float, float, float]:
+        """The last drawn shifts (voxels)."""
+        return self.rotation.translation_vox
 
     def randomize(self, depth: int) -> None:  # type: ignore[override]
         """Draw the slice index and, with probability ``prob``, the rotation and translation."""
         super().randomize(None)
         self.index = int(self.R.randint(depth))
         if self._do_transform:
-            self.angles_deg = tuple(float(v) for v in self.R.uniform(-self.max_rotation_deg, self.max_rotation_deg))
-            self.translation_vox = tuple(
-                float(v) for v in self.R.uniform(-self.max_translation_vox, self.max_translation_vox)
-            )
+            self.rotation.randomize()
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
@@ -215,10 +226,7 @@ class RandAxialSliced(RandomizableTransform, MapTransform):
         self.randomize(first.shape[-1])
         matrix = None
         if self._do_transform:
-            spacing = None
-            if self.physical and isinstance(first, MetaTensor):
-                spacing = np.linalg.norm(first.affine.detach().cpu().numpy()[:3, :3], axis=0)
-            matrix = rotation_translation_matrix(first.shape[1:], self.angles_deg, self.translation_vox, spacing)
+            matrix = RotateTranslate(self.angles_deg, self.translation_vox, physical=self.physical).matrix(first)
         for key, mode, padding_mode in self.key_iterator(d, self.mode, self.padding_mode):
             img = d[key]
             if matrix is None:
