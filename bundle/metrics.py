@@ -37,7 +37,10 @@ class EmptyMaskWarning(UserWarning):
 
 
 def _as_bool_volume(mask: NdarrayOrTensor, name: str) -> np.ndarray:
-    array = convert_to_numpy(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+    if isinstance(mask, torch.Tensor):  # threshold before converting: a bool copy is a quarter of a float one
+        mask = mask.detach()
+        mask = (mask if mask.dtype == torch.bool else mask > 0.5).cpu()
+    array = convert_to_numpy(mask)
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.ndim not in (2, 3):

@@ -138,3 +138,13 @@ def test_save_requires_png_suffix(tmp_path):
     with pytest.raises(ValueError, match=r"\.png"):
         save_qc_png(tmp_path / "qc.jpg", _ct(), np.zeros(SHAPE), SPACING)
     assert not list(tmp_path.iterdir())
+
+
+def test_centre_of_mass_matches_scipy():
+    from scipy import ndimage
+
+    from bundle.qc import _centre_of_mass
+
+    rng = np.random.default_rng(4)
+    mask = ndimage.gaussian_filter(rng.normal(size=(30, 40, 20)), 2) > 0.1
+    np.testing.assert_allclose(_centre_of_mass(mask), ndimage.center_of_mass(mask), rtol=1e-12)
