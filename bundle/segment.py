@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Suffix of the per-case JSON report, the file written last.
 REPORT_SUFFIX = "_report.json"
-_SUMMARY_FIELDS = ["name", "status", "source", "volume_ml", "num_slices", "spacing_mm", "seconds", "error"]
+_SUMMARY_FIELDS = ["name", "status", "source", "volume_ml", "num_slices", "spacing_mm", "seconds", "error", "warnings"]
 
 
 class SegmentError(ValueError):
@@ -316,6 +316,7 @@ def _segment_one(
     from monai.data import MetaTensor
     from monai.transforms import Orientation
 
+    from bundle.plausibility import mask_warnings
     from bundle.postprocessing import intracranial_volume_ml
 
     start = time.perf_counter()
@@ -342,6 +343,9 @@ def _segment_one(
     logger.info("wrote %s", mask_path)
     files.append(mask_path.name)
     volume = intracranial_volume_ml(native, affine)
+    for text in mask_warnings(native, affine):
+        messages.append(text)
+        logger.warning("%s: %s", case.name, text)
 
     if dicom_seg:
         if meta.get("ct_format") != "dicom":
@@ -431,6 +435,7 @@ def _write_summary(output: Path, results: Sequence[SeriesResult], skipped: Seque
                 "spacing_mm": " ".join(f"{v:g}" for v in data.get("spacing_mm", [])),
                 "seconds": data.get("seconds", ""),
                 "error": r.error,
+                "warnings": " | ".join(data.get("warnings", [])),
             }
         )
     for s in skipped:

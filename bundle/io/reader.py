@@ -34,6 +34,11 @@ __all__ = ["CTImageReader", "load_ct", "NIFTI_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
+# MONAI's LoadImage instantiates every reader it knows, among them the GPU DICOM decoder, which warns twice on every
+# machine without nvImageCodec (the CPU decoders are used, and this bundle reads DICOM series itself): only noise.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register")
+
 #: File name endings read as NIfTI.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _DICOM_FILE_SUFFIXES = (".dcm", ".dicom", ".ima")
