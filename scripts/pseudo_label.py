@@ -43,9 +43,11 @@ def main(
     Raises:
         SystemExit: with status 1 when the input is unusable or any file failed (the reasons are logged).
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
     # heavy imports after argument parsing; the bundle root is this script's parent folder
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bundle.cli import setup_logging
+
+    setup_logging(verbose)
     from bundle.pseudo_label import PseudoLabelError, pseudo_label_files
 
     try:
