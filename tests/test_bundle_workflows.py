@@ -195,7 +195,7 @@ def test_rand_axial_sliced_draws_like_stage_two_and_samples_that_plane():
     assert all(abs(a) <= 10 for a in sampler.angles_deg) and all(abs(t) <= 20 for t in sampler.translation_vox)
     matrix = rotation_translation_matrix(image.shape[1:], sampler.angles_deg, sampler.translation_vox, (0.8, 0.8, 3.0))
     torch.testing.assert_close(out["image"], sample_axial_plane(image, matrix, sampler.index, "bilinear", "border"))
-    expected_label = sample_axial_plane(label, matrix, sampler.index, "nearest", "zeros")
+    expected_label = sample_axial_plane(label, matrix, sampler.index, "binary", "zeros")
     assert out["label"].dtype == torch.uint8 and torch.equal(out["label"], expected_label)
     again = RandAxialSliced(["image", "label"]).set_random_state(seed=5)({"image": image, "label": label})
     torch.testing.assert_close(again["image"], out["image"])

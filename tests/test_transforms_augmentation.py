@@ -178,7 +178,7 @@ def test_random_dict_applies_one_draw_to_all_keys():
     angles, translation = aug.rand.angles_deg, aug.rand.translation_vox
     assert all(abs(a) <= 10 for a in angles) and all(abs(t) <= 20 for t in translation)
     torch.testing.assert_close(out["image"], RotateTranslate(angles, translation)(image))
-    expected_label = RotateTranslate(angles, translation, mode="nearest", padding_mode="zeros")(label)
+    expected_label = RotateTranslate(angles, translation, mode="binary", padding_mode="zeros")(label)
     torch.testing.assert_close(out["label"], expected_label)
     assert bundle.transforms.RandRotateTranslateD is bundle.transforms.RandRotateTranslateDict is RandRotateTranslated
 

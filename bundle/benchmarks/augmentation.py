@@ -93,6 +93,7 @@ def benchmark_augmentation(
         data = _sample(size, spacing)
         ours = RandRotateTranslated(["image", "label"], max_rotation_deg=10.0, max_translation_vox=20.0)
         ours.set_random_state(seed=0)
+        ours_nearest = RandRotateTranslated(["image", "label"], mode=("bilinear", "nearest")).set_random_state(seed=0)
         ours_image = RandRotateTranslated("image").set_random_state(seed=0)
         ours_label = RandRotateTranslated("label", mode="nearest", padding_mode="zeros").set_random_state(seed=0)
         ours_binary = RandRotateTranslated("label", mode="binary", padding_mode="zeros").set_random_state(seed=0)
@@ -107,7 +108,14 @@ def benchmark_augmentation(
         monai.set_random_state(seed=0)
         rows = []
         for method, keys, function, n, warm_up in (
-            ("RandRotateTranslated (ours)", "image+label", lambda: ours(data), repeats, True),
+            ("RandRotateTranslated (ours)", "image+label (binary)", lambda: ours(data), repeats, True),
+            (
+                "RandRotateTranslated (ours)",
+                "image+label (nearest)",
+                lambda: ours_nearest(data),
+                repeats,
+                True,
+            ),
             ("RandRotateTranslated (ours)", "image", lambda: ours_image({"image": data["image"]}), repeats, True),
             ("RandRotateTranslated (ours)", "label", lambda: ours_label({"label": data["label"]}), repeats, True),
             (
@@ -139,7 +147,8 @@ def benchmark_augmentation(
         row["ratio"] = row["seconds"] / reference
     print(
         f"Augmentation of one {size[0]}x{size[1]}x{size[2]} float32 volume and its uint8 label, rotation +-10 deg "
-        f"and translation +-20 voxels per axis, {threads} thread(s); ratio = seconds / ours (image+label)"
+        f"and translation +-20 voxels per axis, {threads} thread(s); "
+        "ratio = seconds / ours (image+label, default binary label)"
     )
     print(_format_table(rows, ["method", "keys", "seconds", "fastest", "cpu_seconds", "repeats", "ratio"]))
     return rows

@@ -143,7 +143,7 @@ class RandAxialSliced(RandomizableTransform, MapTransform):
         prob: probability of augmenting. Defaults to 1.0.
         max_rotation_deg: largest rotation about each axis (one number or three). Defaults to 10.0.
         max_translation_vox: largest shift along each axis in voxels (one number or three). Defaults to 20.0.
-        mode: per key, "bilinear", "nearest" or "binary" (0/1 masks). Defaults to ``("bilinear", "nearest")``, as
+        mode: per key, "bilinear", "binary" (0/1 masks) or "nearest". Defaults to ``("bilinear", "binary")``, as
             :py:class:`bundle.transforms.RandRotateTranslated` in stage 2.
         padding_mode: per key, "border" or "zeros". Defaults to ``("border", "zeros")``.
         physical: rotate in millimetres using a ``MetaTensor``'s voxel spacing. Defaults to True.
@@ -167,7 +167,7 @@ class RandAxialSliced(RandomizableTransform, MapTransform):
         prob: float = 1.0,
         max_rotation_deg: Sequence[float] | float = 10.0,
         max_translation_vox: Sequence[float] | float = 20.0,
-        mode: Sequence[str] | str = ("bilinear", "nearest"),
+        mode: Sequence[str] | str = ("bilinear", "binary"),
         padding_mode: Sequence[str] | str = ("border", "zeros"),
         physical: bool = True,
         allow_missing_keys: bool = False,
