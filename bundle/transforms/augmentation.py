@@ -14,10 +14,11 @@ sweeps over memory; the two that need slabs along the contiguous last axis run o
 transposition is fused with a scaling pass. The result matches MONAI's ``Affine`` up to the extra smoothing of
 repeated 1D linear interpolation (tests: image error about 1-2% of its standard deviation) at a fraction of the cost.
 
-Labels are not moved by passes (rounding seven times would move boundaries by up to a voxel): :func:`nearest_affine`
-looks every output voxel up once in the source, as MONAI's nearest mode does, one x-slab at a time from three
-precomputed coordinate planes, inside a box around the mask. "binary" mode instead interpolates a 0/1 mask linearly
-(float16 passes) and thresholds it once: smoother boundaries, about twice the time.
+Labels are never rounded between passes (seven roundings would move boundaries by up to a voxel). "binary" mode
+(the default for 0/1 masks) runs the linear passes on the mask in float16, inside a box around it, and thresholds
+once at 0.5: the closest to the exactly moved shape. "nearest" mode (multi-class labels) uses
+:func:`nearest_affine`, which looks every output voxel up once in the source as MONAI's nearest mode does, one
+x-slab at a time from three precomputed coordinate planes: about half the time of "binary".
 
 Rotations are physical when the voxel spacing is known (a ``MetaTensor`` with an affine): a 10 degree rotation of a
 volume with 0.45 mm pixels and 5 mm slices turns the head by 10 degrees, not by a shear of several centimetres.
