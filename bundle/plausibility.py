@@ -31,6 +31,7 @@ def mask_warnings(
     affine: np.ndarray,
     volume_range_ml: Sequence[float] = ADULT_VOLUME_RANGE_ML,
     edge_area_fraction: float = 0.1,
+    volume_ml: float | None = None,
 ) -> list[str]:
     """Warnings about a cranial-cavity mask that a reader should check (empty list: nothing unusual).
 
@@ -41,6 +42,7 @@ def mask_warnings(
         edge_area_fraction: the mask "reaches" the first or last axial slice when its area there exceeds this
             fraction of its largest axial area (the cavity narrows to the foramen magnum below and to nothing at the
             vertex). Defaults to 0.1.
+        volume_ml: the mask's intracranial volume when the caller has already computed it. Default None: computed.
 
     Returns:
         Human-readable warnings.
@@ -68,7 +70,7 @@ def mask_warnings(
     if not array.any():
         return ["the mask is empty: no cranial cavity was found; is this a head CT?"]
     found = []
-    volume = intracranial_volume_ml(array, matrix)
+    volume = intracranial_volume_ml(array, matrix) if volume_ml is None else float(volume_ml)
     if not low <= volume <= high:
         found.append(
             f"intracranial volume {volume:.0f} mL is outside the usual {low:.0f}-{high:.0f} mL: "

@@ -343,7 +343,7 @@ def _segment_one(
     logger.info("wrote %s", mask_path)
     files.append(mask_path.name)
     volume = intracranial_volume_ml(native, affine)
-    for text in mask_warnings(native, affine):
+    for text in mask_warnings(native, affine, volume_ml=volume):
         messages.append(text)
         logger.warning("%s: %s", case.name, text)
 

@@ -561,15 +561,17 @@ class RotateTranslate(Transform):
         zero-padded beyond the volume's faces so that a mask touching them loses nothing between passes."""
         if channel.numel() == 0:
             return channel.clone()
+        binary = self.mode == "binary"
         if channel.dtype == torch.bool or not channel.dtype.is_signed:
             plane = channel.amax(dim=2)  # one pass: (X, Y) footprint, then the Z profile
             column = channel.amax(dim=0).amax(dim=0)  # reducing the outer axis first is ~20x faster
-            top = int(plane.max()) if plane.numel() else 0
+            top = int(plane.max()) if binary and plane.numel() else 0
         else:
             nonzero = channel.ne(0)
             plane, column = nonzero.any(dim=2), nonzero.any(dim=(0, 1))
-            top = int(channel.max()) if int(channel.min()) >= 0 else 2  # negative values: not a 0/1 mask
-        if self.mode == "binary" and top > 1:
+            # negative values: not a 0/1 mask; only "binary" needs the value range (two passes over the volume)
+            top = (int(channel.max()) if int(channel.min()) >= 0 else 2) if binary else 0
+        if top > 1:
             raise ValueError("mode 'binary' needs a 0/1 mask; use mode 'nearest' for multi-class labels.")
         profiles = [plane.ne(0).any(dim=1), plane.ne(0).any(dim=0), column.ne(0)]
         if not bool(profiles[2].any()):

@@ -188,7 +188,6 @@ class RandAxialSliced(RandomizableTransform, MapTransform):
             bad = [v for v in values if v not in options]
             if bad:
                 raise ValueError(f"{name} must be one of {options} per key, got {list(values)}.")
-        self.physical = bool(physical)
         self.slicer = AxialSlice()
         self.index = 0
 
@@ -226,7 +225,9 @@ class RandAxialSliced(RandomizableTransform, MapTransform):
         self.randomize(first.shape[-1])
         matrix = None
         if self._do_transform:
-            matrix = RotateTranslate(self.angles_deg, self.translation_vox, physical=self.physical).matrix(first)
+            matrix = RotateTranslate(self.angles_deg, self.translation_vox, physical=self.rotation.physical).matrix(
+                first
+            )
         for key, mode, padding_mode in self.key_iterator(d, self.mode, self.padding_mode):
             img = d[key]
             if matrix is None:
