@@ -26,7 +26,8 @@ painted last, with coverage ``F = coverage(D) * above(foramen magnum plane)``; `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -54,6 +55,7 @@ __all__ = [
     "HeadPose",
     "compose_head",
     "draw_anatomy_params",
+    "override_anatomy",
 ]
 
 #: HU of air.
@@ -79,6 +81,12 @@ TISSUES: dict[str, int] = {
     "headrest_shell": 15,
     "headrest_foam": 16,
     "herniated_brain": 17,  # brain bulging through a craniectomy, outside the cavity (label 0)
+    "metal": 18,  # dental fillings and crowns, aneurysm clips, shunt valves (label 0; streaks come from acquisition)
+    "tooth": 19,  # enamel and dentine (label 0)
+    "intracranial_air": 20,  # post-operative air inside the cavity (label 1)
+    "catheter": 21,  # shunt catheter; its intracranial part is label 1 (it lies inside the cavity)
+    "hygroma": 22,  # subdural CSF-like collection inside the inner table (label 1)
+    "sinus_fluid": 23,  # mucosa or fluid in a paranasal sinus or mastoid (label 0)
 }
 
 #: HU range of each tissue where it is not mixed with a neighbour by partial volume (before noise).
@@ -101,6 +109,12 @@ TISSUE_HU_RANGES: dict[str, tuple[float, float]] = {
     "headrest_shell": (100.0, 450.0),
     "headrest_foam": (-950.0, -750.0),
     "herniated_brain": (20.0, 40.0),
+    "metal": (2500.0, 3071.0),
+    "tooth": (1500.0, 3000.0),
+    "intracranial_air": (-1000.0, -900.0),
+    "catheter": (60.0, 400.0),
+    "hygroma": (0.0, 15.0),
+    "sinus_fluid": (10.0, 60.0),
 }
 
 _MID = LANDMARKS["midline_x"][0]
@@ -225,6 +239,33 @@ def draw_anatomy_params(rng: np.random.Generator, head_scale: float | None = Non
         headrest_shell_hu=_u(rng, 150, 400),
         headrest_foam_hu=_u(rng, -920, -780),
     )
+
+
+def override_anatomy(params: AnatomyParams, overrides: Mapping[str, object] | None) -> AnatomyParams:
+    """``params`` with the named fields replaced (a forced factor), the other draws unchanged.
+
+    Args:
+        params: drawn parameters.
+        overrides: field name -> value (None or empty: ``params`` unchanged).
+
+    Returns:
+        A new :class:`AnatomyParams` (or ``params`` itself when there is nothing to override).
+
+    Raises:
+        ValueError: if a name is not a field of :class:`AnatomyParams`.
+
+    Example:
+        >>> p = draw_anatomy_params(np.random.default_rng(0))
+        >>> override_anatomy(p, {"sulci": 1.0}).sulci
+        1.0
+    """
+    if not overrides:
+        return params
+    names = {f.name for f in fields(AnatomyParams)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown anatomy parameters {unknown}; known: {sorted(names)}.")
+    return replace(params, **overrides)
 
 
 def _rotation(deg: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -49,6 +49,7 @@ from bundle.data.phantom_anatomy import (
     HeadPose,
     compose_head,
     draw_anatomy_params,
+    override_anatomy,
 )
 from bundle.data.phantom_noise import apply_slice_noise, noise_bank, slice_noise
 from bundle.data.phantom_pathology import VARIANT_PROBABILITIES, VARIANTS, draw_pathology
@@ -71,7 +72,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the same seed would produce a different phantom.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 #: HU written outside the circular reconstruction field of view.
 OUTSIDE_FOV_HU = -1024
 _HU_MAX = 3071
@@ -142,6 +143,7 @@ def make_phantom(
     noise_sd_hu: float | None = None,
     head_scale: float | None = None,
     coarse_spacing_mm: float | None = None,
+    anatomy: Mapping[str, object] | None = None,
     return_tissues: bool = False,
 ) -> Phantom:
     """Generate one head-CT phantom; the same arguments always give the same phantom.
@@ -166,6 +168,8 @@ def make_phantom(
             4-8 HU; 0 gives a noise-free image).
         head_scale: isotropic head scale (default None: drawn in 0.94-1.08; cavity about 1347 mL x scale^3).
         coarse_spacing_mm: spacing of the anatomy grid (default None: ``max(1, pixel spacing)``).
+        anatomy: fields of :class:`~bundle.data.phantom_anatomy.AnatomyParams` to set after they are drawn (default
+            None), e.g. ``{"sulci": 1.0}``; how benchmarks force one factor without changing the other draws.
         return_tissues: also return ``info["tissue_map"]`` (default False).
 
     Returns:
@@ -213,7 +217,7 @@ def make_phantom(
     above_vertex_mm = float(acq_rng.uniform(3, 15))
     spacing_u = float(acq_rng.random())
     sd_draw = float(noise_rng.uniform(3.8, 5.5))  # at 5 mm slices; thinner slices are noisier
-    params = draw_anatomy_params(anat_rng, head_scale)
+    params = override_anatomy(draw_anatomy_params(anat_rng, head_scale), anatomy)
     variant_draw = VARIANTS[int(path_rng.choice(len(VARIANTS), p=VARIANT_PROBABILITIES))]
     variant = variant or variant_draw
     tilt = float(tilt_draw if gantry_tilt_deg is None else gantry_tilt_deg)
