@@ -8,6 +8,7 @@ Usage (from the repository root)::
     python scripts/benchmark.py augmentation    # augmentation seconds per 512x512x320 volume on one core
     python scripts/benchmark.py convergence     # train both stages on phantoms, test Dice and HD95 (lite, ~25 min)
     python scripts/benchmark.py segmentation    # shipped network vs pseudo-labeller on the same test phantoms
+    python scripts/benchmark.py robustness      # the segmenter on the 53-case stress suite, per factor (~25 min)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     from bundle.benchmarks.augmentation import benchmark_augmentation
     from bundle.benchmarks.convergence import benchmark_convergence
     from bundle.benchmarks.memory import benchmark_memory, benchmark_timing
+    from bundle.benchmarks.robustness import benchmark_robustness
     from bundle.benchmarks.segmentation import benchmark_segmentation
 
     fire.Fire(
@@ -33,6 +35,7 @@ def main() -> None:
             "augmentation": benchmark_augmentation,
             "convergence": benchmark_convergence,
             "segmentation": benchmark_segmentation,
+            "robustness": benchmark_robustness,
         },
         serialize=lambda rows: None,  # the functions print their tables; don't echo the returned rows
     )

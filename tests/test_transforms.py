@@ -136,6 +136,35 @@ def test_resample_in_plane_keeps_z_values():
     torch.testing.assert_close(out[0, 3, 2].as_tensor(), z_profile, rtol=1e-4, atol=0.05)
 
 
+@pytest.mark.parametrize(
+    "spacing,shape,expected",
+    [((0.5, 0.5, 0.625), (40, 36, 64), (10, 9, 10)), ((0.45, 0.45, 7.0), (44, 40, 6), (10, 9, 10))],
+)
+def test_resample_to_physical_grid_and_back(spacing, shape, expected):
+    """pixdim (2, 2, 4): thin and thick slices reach the same physical grid; the inverse restores native geometry."""
+    img = meta_volume((1, *shape), spacing)
+    resample = ResampleInPlane(pixdim=(2.0, 2.0, 4.0))
+    out = resample(img)
+    assert tuple(out.shape[1:]) == expected
+    new_spacing = np.linalg.norm(out.affine.numpy()[:3, :3], axis=0)
+    np.testing.assert_allclose(new_spacing * np.array(expected), np.array(spacing) * np.array(shape))  # same extent
+    np.testing.assert_allclose(new_spacing, (2.0, 2.0, 4.0), rtol=0.25)
+    back = resample.inverse(out)
+    assert back.shape == img.shape
+    torch.testing.assert_close(back.affine, img.affine)
+
+
+def test_resample_z_anti_aliasing_smooths_thin_slices():
+    """Downsampling 0.625 mm slices to 4 mm averages them (noise drops), as a thick slice would."""
+    torch.manual_seed(0)
+    img = MetaTensor(
+        torch.randn(1, 8, 8, 64), affine=torch.diag(torch.tensor([2.0, 2.0, 0.625, 1.0], dtype=torch.float64))
+    )
+    out = ResampleInPlane(pixdim=(2.0, 2.0, 4.0))(img)
+    assert out.shape[-1] == 10
+    assert out.std().item() < 0.6 * img.std().item()
+
+
 def test_resample_in_plane_dict_label_nearest_and_inverse():
     img = meta_volume((1, 32, 24, 10))
     label = MetaTensor((img.as_tensor() > 50).to(torch.uint8), affine=img.affine.clone())

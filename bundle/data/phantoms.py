@@ -53,14 +53,30 @@ from bundle.data.phantom_anatomy import (
 )
 from bundle.data.phantom_noise import apply_slice_noise, noise_bank, slice_noise
 from bundle.data.phantom_pathology import VARIANT_PROBABILITIES, VARIANTS, draw_pathology
+from bundle.data.phantom_scan import (
+    CLASSIC_SCAN,
+    SCAN_PROTOCOLS,
+    VARIED_SCAN,
+    ScanDraw,
+    ScanProtocol,
+    apply_kernel,
+    apply_motion,
+    beam_hardening,
+    metal_streaks,
+    slices_for,
+)
 from bundle.data.phantom_template import LANDMARKS, get_template
 from bundle.utils import atomic_write_text, sha256_file
 
 __all__ = [
     "GENERATOR_VERSION",
     "OUTSIDE_FOV_HU",
+    "CLASSIC_SCAN",
     "Phantom",
     "PhantomDatasetError",
+    "SCAN_PROTOCOLS",
+    "ScanProtocol",
+    "VARIED_SCAN",
     "TISSUES",
     "TISSUE_HU_RANGES",
     "VARIANTS",
@@ -76,7 +92,6 @@ GENERATOR_VERSION = "2"
 #: HU written outside the circular reconstruction field of view.
 OUTSIDE_FOV_HU = -1024
 _HU_MAX = 3071
-_TYPICAL_SPACINGS = (0.5, 0.625, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
 _TEMPLATE_SPACINGS = (1.0, 2.0, 3.0, 4.0)
 
 
@@ -117,23 +132,10 @@ def _check_positive(name: str, value, allow_none: bool = True) -> None:
         raise ValueError(f"{name} must be a positive number, got {value!r}.")
 
 
-def _choose_slices(coverage_mm: float, u: float, num_slices, slice_spacing_mm) -> tuple[int, float]:
-    if num_slices is None and slice_spacing_mm is None:
-        lo, hi = max(0.5, coverage_mm / 400.0), min(5.0, coverage_mm / 100.0)
-        options = [s for s in _TYPICAL_SPACINGS if lo <= s <= hi] or [lo]
-        spacing = options[min(int(u * len(options)), len(options) - 1)]
-        return int(np.clip(math.ceil(coverage_mm / spacing), 100, 400)), float(spacing)
-    if slice_spacing_mm is None:
-        return int(num_slices), coverage_mm / int(num_slices)
-    if num_slices is None:
-        return max(1, math.ceil(coverage_mm / slice_spacing_mm)), float(slice_spacing_mm)
-    return int(num_slices), float(slice_spacing_mm)
-
-
 def make_phantom(
     seed: int,
     *,
-    in_plane_size: int = 512,
+    in_plane_size: int | None = 512,
     num_slices: int | None = None,
     slice_spacing_mm: float | None = None,
     variant: str | None = None,
@@ -144,6 +146,7 @@ def make_phantom(
     head_scale: float | None = None,
     coarse_spacing_mm: float | None = None,
     anatomy: Mapping[str, object] | None = None,
+    scan: ScanProtocol | None = None,
     return_tissues: bool = False,
 ) -> Phantom:
     """Generate one head-CT phantom; the same arguments always give the same phantom.
@@ -154,6 +157,7 @@ def make_phantom(
     Args:
         seed: non-negative integer seed.
         in_plane_size: pixels per row and column (default 512). Smaller sizes keep the field of view (larger pixels).
+            None: the field of view divided by ``pixel_spacing_mm`` (which is then required).
         num_slices: number of slices (default None: ``coverage / slice spacing``; 100-400 when the spacing is drawn
             too). With only ``num_slices`` given the slices span the head from below the foramen magnum to above the
             vertex.
@@ -170,6 +174,10 @@ def make_phantom(
         coarse_spacing_mm: spacing of the anatomy grid (default None: ``max(1, pixel spacing)``).
         anatomy: fields of :class:`~bundle.data.phantom_anatomy.AnatomyParams` to set after they are drawn (default
             None), e.g. ``{"sulci": 1.0}``; how benchmarks force one factor without changing the other draws.
+        scan: the scan protocol whose distributions the acquisition is drawn from (default None:
+            :data:`~bundle.data.phantom_scan.CLASSIC_SCAN`, from below the foramen magnum to above the vertex;
+            :data:`~bundle.data.phantom_scan.VARIED_SCAN` is the training protocol). Explicit arguments above override
+            its draws.
         return_tissues: also return ``info["tissue_map"]`` (default False).
 
     Returns:
@@ -186,7 +194,9 @@ def make_phantom(
     """
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
-    if not isinstance(in_plane_size, (int, np.integer)) or not 8 <= in_plane_size <= 2048:
+    if in_plane_size is not None and (
+        not isinstance(in_plane_size, (int, np.integer)) or not 8 <= in_plane_size <= 2048
+    ):
         raise ValueError(f"in_plane_size must be an integer in [8, 2048], got {in_plane_size!r}.")
     if num_slices is not None and (not isinstance(num_slices, (int, np.integer)) or not 1 <= num_slices <= 2000):
         raise ValueError(f"num_slices must be an integer in [1, 2000], got {num_slices!r}.")
@@ -207,37 +217,46 @@ def make_phantom(
     if noise_sd_hu is not None and not (math.isfinite(noise_sd_hu) and 0 <= noise_sd_hu <= 100):
         raise ValueError(f"noise_sd_hu must be within [0, 100], got {noise_sd_hu}.")
 
-    acq_rng, anat_rng, field_rng, path_rng, noise_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5)
+    acq_rng, anat_rng, field_rng, path_rng, noise_rng, artefact_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(6)
     )
-    # acquisition draws (always drawn, then overridden, so that giving one argument does not shift the others)
-    fov_mm = float(acq_rng.uniform(0.43, 0.5)) * 512
-    tilt_draw = 0.0 if acq_rng.random() < 0.6 else float(acq_rng.uniform(5, 25))
-    below_fm_mm = float(acq_rng.uniform(15, 45))
-    above_vertex_mm = float(acq_rng.uniform(3, 15))
-    spacing_u = float(acq_rng.random())
+    scan = CLASSIC_SCAN if scan is None else scan
+    draw = scan.draw(acq_rng)
     sd_draw = float(noise_rng.uniform(3.8, 5.5))  # at 5 mm slices; thinner slices are noisier
     params = override_anatomy(draw_anatomy_params(anat_rng, head_scale), anatomy)
     variant_draw = VARIANTS[int(path_rng.choice(len(VARIANTS), p=VARIANT_PROBABILITIES))]
     variant = variant or variant_draw
-    tilt = float(tilt_draw if gantry_tilt_deg is None else gantry_tilt_deg)
-    pixel = float(pixel_spacing_mm) if pixel_spacing_mm is not None else fov_mm / in_plane_size
-    sd_ref = sd_draw
+    tilt = float(draw.gantry_tilt_deg if gantry_tilt_deg is None else gantry_tilt_deg)
+    if in_plane_size is None:
+        if pixel_spacing_mm is None:
+            raise ValueError("in_plane_size=None needs pixel_spacing_mm: the matrix is the field of view / pixel.")
+        in_plane_size = int(np.clip(math.ceil(draw.fov_mm / float(pixel_spacing_mm)), 8, 2048))
+    pixel = float(pixel_spacing_mm) if pixel_spacing_mm is not None else draw.fov_mm / in_plane_size
 
-    # slice planes: from below the foramen magnum to above the vertex, along the tilted plane normal
+    # slice planes along the tilted plane normal: from the drawn start (below the foramen magnum or inside the
+    # cavity) to above the vertex or to a cut inside the cavity
     pose = HeadPose.from_params(params)
     template_surface = get_template(2.0).surface_points
     normal = np.array([0.0, -np.sin(np.deg2rad(tilt)), np.cos(np.deg2rad(tilt))])
     s_fm = float(pose.to_world(np.array([LANDMARKS["foramen_magnum"]]))[0] @ normal)
-    s_top = float((pose.to_world(template_surface) @ normal).max())
-    s_top += (params.skull_mm + params.scalp_mm + 3.0) * float(np.mean(params.scale)) + above_vertex_mm
-    s_bottom = s_fm - below_fm_mm
-    nslices, spacing = _choose_slices(s_top - s_bottom, spacing_u, num_slices, slice_spacing_mm)
+    s_cavity_top = float((pose.to_world(template_surface) @ normal).max())
+    if draw.top_cut_mm is None:
+        s_top = s_cavity_top + (params.skull_mm + params.scalp_mm + 3.0) * float(np.mean(params.scale))
+        s_top += draw.above_vertex_mm
+    else:
+        s_top = s_cavity_top - draw.top_cut_mm
+    s_bottom = min(s_fm + draw.start_mm, s_top - 30.0)
+    nslices, spacing = slices_for(
+        s_top - s_bottom, draw.spacing_u, num_slices, slice_spacing_mm or draw.slice_spacing_mm
+    )
     if nslices * spacing > 800:
         raise ValueError(f"num_slices x slice_spacing_mm = {nslices * spacing:.0f} mm exceeds 800 mm.")
     thickness = float(slice_thickness_mm) if slice_thickness_mm is not None else spacing
-    sd = float(np.clip(sd_ref * (5.0 / thickness) ** 0.25, 4.0, 8.0)) if noise_sd_hu is None else float(noise_sd_hu)
-    acq = make_acquisition(in_plane_size, nslices, pixel, spacing, thickness, tilt, s_bottom + spacing / 2)
+    sd = min(float(np.clip(sd_draw * (5.0 / thickness) ** 0.25, 4.0, 8.0)) * draw.noise_scale, 25.0)
+    sd = sd if noise_sd_hu is None else float(noise_sd_hu)
+    acq = make_acquisition(
+        in_plane_size, nslices, pixel, spacing, thickness, tilt, s_bottom + spacing / 2, draw.fov_offset_mm
+    )
 
     coarse = float(coarse_spacing_mm) if coarse_spacing_mm is not None else max(1.0, pixel)
     template = get_template(max([s for s in _TEMPLATE_SPACINGS if s <= max(coarse, 1.0)]))
@@ -245,7 +264,8 @@ def make_phantom(
     pathology = draw_pathology(path_rng, variant, template)
     comp = compose_head(grid, template, params, field_rng, pathology, track_mixed=return_tissues)
 
-    image, label = _acquire(comp.hu, comp.cavity, grid, acq, sd, noise_rng, s_fm, s_bottom)
+    image, label = _acquire(comp.hu, comp.cavity, grid, acq, sd, noise_rng, s_fm, s_bottom, draw, artefact_rng)
+    motion = apply_motion(image, label, pixel, artefact_rng, OUTSIDE_FOV_HU) if draw.motion else None
     info = {
         "seed": int(seed),
         "generator_version": GENERATOR_VERSION,
@@ -260,6 +280,15 @@ def make_phantom(
         "slice_thickness_mm": thickness,
         "coarse_spacing_mm": coarse,
         "noise_sd_hu": sd,
+        "scan": {
+            "start_above_foramen_magnum_mm": round(s_bottom - s_fm, 2),
+            "top_cut_mm": draw.top_cut_mm,
+            "fov_mm": round(pixel * in_plane_size, 2),
+            "fov_offset_mm": [round(float(v), 2) for v in draw.fov_offset_mm],
+            "bone_kernel": draw.bone_kernel,
+            "beam_hardening": draw.beam_hardening,
+            "motion": motion,
+        },
         "outside_fov_hu": OUTSIDE_FOV_HU,
         "foramen_magnum": {"point": comp.foramen_magnum[0].tolist(), "normal": comp.foramen_magnum[1].tolist()},
         "volume_ml": float(label.sum(dtype=np.int64)) * abs(float(np.linalg.det(acq.affine[:3, :3]))) / 1000.0,
@@ -274,11 +303,7 @@ def make_phantom(
 
 
 def phantom_anatomy(
-    seed: int,
-    *,
-    variant: str | None = None,
-    head_scale: float | None = None,
-    spacing_mm: float = 1.5,
+    seed: int, *, variant: str | None = None, head_scale: float | None = None, spacing_mm: float = 1.5
 ) -> tuple[Composition, CoarseGrid]:
     """The noise-free anatomy of ``make_phantom(seed, variant=..., head_scale=...)`` on a world grid around the head.
 
@@ -331,8 +356,20 @@ def _lesion_centre(params: dict, pose: HeadPose) -> list[float] | None:
     return [round(float(v), 3) for v in pose.to_world(np.asarray([point], dtype=np.float64))[0]]
 
 
-def _acquire(hu, cavity, grid, acq: Acquisition, sd: float, rng: np.random.Generator, s_fm: float, s_bottom: float):
-    """Resample image and cavity coverage to the acquisition, add noise, mask the reconstruction circle."""
+def _acquire(
+    hu,
+    cavity,
+    grid,
+    acq: Acquisition,
+    sd: float,
+    rng: np.random.Generator,
+    s_fm: float,
+    s_bottom: float,
+    draw: ScanDraw,
+    artefact_rng: np.random.Generator,
+):
+    """Resample image and cavity coverage to the acquisition, add artefacts and noise, apply the kernel, mask the
+    reconstruction circle. The label is the resampled cavity coverage only (artefacts do not move anatomy)."""
     n, k = acq.in_plane_size, acq.num_slices
     image = np.empty((k, n, n), dtype=np.int16)  # slice-major while filling, transposed to (X, Y, Z) at the end
     label = np.empty((k, n, n), dtype=np.uint8)
@@ -343,17 +380,25 @@ def _acquire(hu, cavity, grid, acq: Acquisition, sd: float, rng: np.random.Gener
     c = (n - 1) / 2.0
     ii, jj = np.meshgrid(np.arange(n) - c, np.arange(n) - c, indexing="ij")
     outside = (ii**2 + jj**2) > (n / 2.0) ** 2
+    kernel_strength = float(artefact_rng.random())
     for k0, k1, chunk in resample_to_acquisition(hu, grid, acq):
         for kk in range(k0, k1):
             plane_hu = chunk[kk - k0]
+            pixel = acq.pixel_spacing_mm
+            if draw.beam_hardening and -20.0 < plane[kk] - s_fm < 45.0:  # the dense bones of the skull base
+                beam_hardening(plane_hu, pixel, artefact_rng)
+            metal_streaks(plane_hu, pixel, artefact_rng)
             if sd > 0:
                 plane_hu += np.float32(profile[kk]) * apply_slice_noise(bank, draws[kk])
+            if draw.bone_kernel:
+                plane_hu[:] = apply_kernel(plane_hu, True, pixel, kernel_strength)
             plane_hu[outside] = OUTSIDE_FOV_HU
         np.clip(chunk, OUTSIDE_FOV_HU, _HU_MAX, out=chunk)
         np.rint(chunk, out=chunk)
         image[k0:k1] = chunk
     for k0, k1, chunk in resample_to_acquisition(cavity, grid, acq):
         np.greater_equal(chunk, 0.5, out=label[k0:k1], casting="unsafe")
+        label[k0:k1, outside] = 0  # not reconstructed: a small field of view cuts the cavity out of the image
     return np.ascontiguousarray(image.transpose(1, 2, 0)), np.ascontiguousarray(label.transpose(1, 2, 0))
 
 
@@ -378,10 +423,13 @@ def make_phantom_dataset(
     num_val: int = 2,
     num_test: int = 2,
     seed: int = 0,
-    in_plane_size: int = 64,
+    in_plane_size: int | None = 64,
     num_slices: int | None = 24,
     formats: Sequence[str] | str = ("nifti",),
     variants: Sequence[str] | None = None,
+    scan: str = "classic",
+    pixel_spacing_mm: float | None = None,
+    coarse_spacing_mm: float | None = None,
     progress: bool = False,
 ) -> Path:
     """Write a phantom dataset: images, labels, optional DICOM series and a ``datalist.json``.
@@ -407,6 +455,11 @@ def make_phantom_dataset(
         num_slices: slices per case (default 24; None draws 100-400 with realistic spacings).
         formats: any of ``"nifti"`` and ``"dicom"`` (default ``("nifti",)``); a comma-separated string is accepted.
         variants: variant of every case, cycled (default None: drawn per case).
+        scan: name of the scan protocol in :data:`SCAN_PROTOCOLS` (default ``"classic"``; ``"training"`` is what the
+            shipped weights were trained on).
+        pixel_spacing_mm: in-plane pixel size; with ``in_plane_size=None`` the matrix follows the drawn field of view
+            (default None: the field of view over ``in_plane_size``).
+        coarse_spacing_mm: spacing of the anatomy grid (default None: see :func:`make_phantom`).
         progress: show a tqdm progress bar (default False).
 
     Returns:
@@ -443,6 +496,8 @@ def make_phantom_dataset(
             raise ValueError(f"variants must be a non-empty list of {VARIANTS}, got {variants!r}.")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    if scan not in SCAN_PROTOCOLS:
+        raise ValueError(f"scan must be one of {sorted(SCAN_PROTOCOLS)}, got {scan!r}.")
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -451,11 +506,13 @@ def make_phantom_dataset(
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "counts": counts,
-        "in_plane_size": int(in_plane_size),
+        "in_plane_size": None if in_plane_size is None else int(in_plane_size),
         "num_slices": None if num_slices is None else int(num_slices),
         "formats": list(formats),
         "variants": variants,
     }
+    if (scan, pixel_spacing_mm, coarse_spacing_mm) != ("classic", None, None):  # older manifests stay valid
+        spec.update(scan=scan, pixel_spacing_mm=pixel_spacing_mm, coarse_spacing_mm=coarse_spacing_mm)
     files: dict[str, str] = {}
     if manifest_path.exists():
         try:
@@ -502,6 +559,9 @@ def make_phantom_dataset(
             in_plane_size=in_plane_size,
             num_slices=num_slices,
             variant=None if variants is None else variants[i % len(variants)],
+            scan=SCAN_PROTOCOLS[scan],
+            pixel_spacing_mm=pixel_spacing_mm,
+            coarse_spacing_mm=coarse_spacing_mm,
         )
         for key, r in rel.items():
             target = out / r

@@ -1,8 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""In-plane resampling for the CPU-friendly ("lite") preset: X and Y to a target size or spacing, Z untouched.
+"""Resampling for the CPU-friendly ("lite") preset: X and Y to a target size or spacing, Z to a target spacing or
+untouched.
 
-The recurrence of the network runs over the axial slices, so the slice axis keeps its native spacing while the
-512x512 slices are made smaller. This is MONAI's ``Resize`` (with anti-aliasing for images, ``nearest-exact`` for
+The paper's recurrence runs over the native axial slices (the ``paper`` preset keeps them). The lite preset resamples
+every scan to one physical grid (2 x 2 mm pixels, 4 mm slices), so that a head has the same size in voxels and the
+recurrence the same step whatever the field of view and slice spacing of the scan: trained on one grid, the network
+sees that grid on every input. This is MONAI's ``Resize`` (with anti-aliasing for images, ``nearest-exact`` for
 labels) with the size of the last axis kept, so it updates the affine and ``Invertd`` undoes it.
 
 The anti-aliasing filter is MONAI's (zero-padded Gaussian, ``gaussian_1d`` "erf" kernel, sigma = (factor - 1) / 2 as
@@ -65,15 +68,16 @@ def gaussian_smooth_axes(volume: torch.Tensor, sigmas: Sequence[float]) -> torch
 
 
 class ResampleInPlane(Resize):
-    """Resample the first two spatial axes of a channel-first ``(C, X, Y, Z)`` volume; the Z axis is not touched.
+    """Resample the in-plane axes of a channel-first ``(C, X, Y, Z)`` volume, and the Z axis if asked to.
 
-    Give exactly one of ``spatial_size`` (target X, Y in voxels) or ``pixdim`` (target X, Y spacing in mm; needs a
-    ``MetaTensor`` with an affine). With ``pixdim`` the size is ``round(size * spacing / pixdim)``, so the spacing
-    reached is the nearest one that keeps the field of view; the affine in the metadata says exactly which.
+    Give exactly one of ``spatial_size`` (target X, Y in voxels) or ``pixdim`` (target X, Y and optionally Z spacing
+    in mm; needs a ``MetaTensor`` with an affine). With ``pixdim`` the size is ``round(size * spacing / pixdim)``, so
+    the spacing reached is the nearest one that keeps the field of view; the affine in the metadata says exactly
+    which. The Z spacing is the length of the affine's third column (the table step of a tilted scan).
 
     Args:
         spatial_size: target ``(X, Y)`` size. Default None.
-        pixdim: target ``(X, Y)`` spacing in mm. Default None.
+        pixdim: target ``(X, Y)`` or ``(X, Y, Z)`` spacing in mm (a Z value of 0 or less keeps Z). Default None.
         mode: interpolation: "bilinear" (trilinear with Z kept; default) for images, "nearest-exact" for labels.
         anti_aliasing: Gaussian smoothing before downsampling (images). Defaults to True.
 
@@ -101,23 +105,25 @@ class ResampleInPlane(Resize):
                 raise ValueError(f"spatial_size must be 1 or 2 positive integers, got {spatial_size}.")
             self.target_size: tuple[int, int] | None = (int(size[0]), int(size[1]))
             self.pixdim: tuple[float, float] | None = None
+            self.slice_spacing: float | None = None
         else:
-            dims = ensure_tuple_rep(pixdim, 2)
-            if len(dims) != 2 or not all(float(p) > 0 for p in dims):
-                raise ValueError(f"pixdim must be 1 or 2 positive numbers, got {pixdim}.")
+            dims = tuple(pixdim) if isinstance(pixdim, Sequence) else ensure_tuple_rep(pixdim, 2)
+            if len(dims) not in (2, 3) or not all(float(p) > 0 for p in dims[:2]):
+                raise ValueError(f"pixdim must be 1, 2 or 3 numbers, the first two positive, got {pixdim}.")
             self.target_size = None
             self.pixdim = (float(dims[0]), float(dims[1]))
+            self.slice_spacing = float(dims[2]) if len(dims) == 3 and float(dims[2]) > 0 else None
         mode = "trilinear" if mode == "bilinear" else mode
         super().__init__(spatial_size=(-1, -1, -1), mode=mode, anti_aliasing=anti_aliasing)
 
-    def in_plane_size(self, img: NdarrayOrTensor) -> tuple[int, int]:
-        """The target ``(X, Y)`` size for ``img`` (channel-first, 3 spatial dims).
+    def target_shape(self, img: NdarrayOrTensor) -> tuple[int, int, int]:
+        """The target ``(X, Y, Z)`` size for ``img`` (channel-first, 3 spatial dims).
 
         Args:
             img: the volume.
 
         Returns:
-            ``(X, Y)``.
+            ``(X, Y, Z)``.
 
         Raises:
             ValueError: if ``img`` is not ``(C, X, Y, Z)``, or ``pixdim`` is used without a ``MetaTensor``.
@@ -125,26 +131,25 @@ class ResampleInPlane(Resize):
         if img.ndim != 4:
             raise ValueError(f"expected a channel-first (C, X, Y, Z) volume, got shape {tuple(img.shape)}.")
         if self.target_size is not None:
-            return self.target_size
+            return (*self.target_size, int(img.shape[3]))
         if not isinstance(img, MetaTensor):
             raise ValueError("pixdim needs a MetaTensor with an affine (load with LoadImaged); got a plain array.")
         affine = img.affine.detach().cpu().numpy()
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
-        return tuple(
-            max(1, int(round(n * s / p))) for n, s, p in zip(img.shape[1:3], spacing[:2], self.pixdim, strict=True)
-        )
+        targets = (*self.pixdim, self.slice_spacing or spacing[2])
+        return tuple(max(1, int(round(n * s / p))) for n, s, p in zip(img.shape[1:4], spacing, targets, strict=True))
 
     def __call__(self, img: torch.Tensor, mode: str | None = None, anti_aliasing: bool | None = None, **kwargs):
         """Resample ``img`` ``(C, X, Y, Z)``; ``mode`` and ``anti_aliasing`` override the constructor's."""
-        size = self.in_plane_size(img)
-        self.spatial_size = (*size, -1)
+        size = self.target_shape(img)
+        self.spatial_size = size if size[2] != img.shape[3] else (*size[:2], -1)
         if mode == "bilinear":
             mode = "trilinear"
         smooth = self.anti_aliasing if anti_aliasing is None else anti_aliasing
-        factors = [n / m for n, m in zip(img.shape[1:3], size, strict=True)]
-        if smooth and any(f > 1 for f in factors):  # MONAI's anti-aliasing, computed along X and Y only
+        factors = [n / m for n, m in zip(img.shape[1:4], size, strict=True)]
+        if smooth and any(f > 1 for f in factors):  # MONAI's anti-aliasing, along the downsampled axes only
             data = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
-            smoothed = gaussian_smooth_axes(data.float(), [max(0.0, (f - 1) / 2) for f in factors] + [0.0])
+            smoothed = gaussian_smooth_axes(data.float(), [max(0.0, (f - 1) / 2) for f in factors])
             if isinstance(img, MetaTensor):
                 smoothed = MetaTensor(smoothed, meta=dict(img.meta), applied_operations=list(img.applied_operations))
             img = smoothed

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: Keys of a phantom specification (arguments of :func:`bundle.data.make_phantom_dataset`).
 _PHANTOM_KEYS = ("num_train", "num_val", "num_test", "seed", "in_plane_size", "num_slices")
+#: Optional keys, with the values that keep the folder name of a specification without them.
+_OPTIONAL_PHANTOM_KEYS = {"scan": "classic", "pixel_spacing_mm": None, "coarse_spacing_mm": None}
 
 
 def _is_nifti(path: Path) -> bool:
@@ -98,10 +100,10 @@ def phantom_dataset_dir(phantom_dir: str | os.PathLike, phantoms: Mapping) -> Pa
     Example:
         >>> phantom_dataset_dir("cache/phantoms", dict(num_train=4, num_val=2, num_test=2, seed=0,
         ...                     in_plane_size=64, num_slices=24)).name
-        '4-2-2_size64_slices24_seed0_v1'
+        '4-2-2_size64_slices24_seed0_v2'
     """
     missing = [k for k in _PHANTOM_KEYS if k not in phantoms]
-    unknown = [k for k in phantoms if k not in _PHANTOM_KEYS]
+    unknown = [k for k in phantoms if k not in _PHANTOM_KEYS and k not in _OPTIONAL_PHANTOM_KEYS]
     if missing or unknown:
         raise ValueError(f"phantoms must have exactly the keys {_PHANTOM_KEYS}; missing {missing}, unknown {unknown}.")
     from bundle.data.phantoms import GENERATOR_VERSION
@@ -111,6 +113,9 @@ def phantom_dataset_dir(phantom_dir: str | os.PathLike, phantoms: Mapping) -> Pa
         f"{p['num_train']}-{p['num_val']}-{p['num_test']}_size{p['in_plane_size']}_slices{p['num_slices']}"
         f"_seed{p['seed']}_v{GENERATOR_VERSION}"
     )
+    for key, default in _OPTIONAL_PHANTOM_KEYS.items():
+        if p.get(key, default) != default:
+            name += f"_{key.split('_')[0]}{p[key]}"
     return Path(phantom_dir) / name
 
 
@@ -124,7 +129,12 @@ def _generate_phantoms(folder: Path, phantoms: Mapping) -> Path:
     if not distributed or dist.get_rank() == 0:
         if not (folder / "datalist.json").exists():
             logger.info("no dataset given: generating the embedded phantom dataset in %s (once)", folder)
-        make_phantom_dataset(folder, **{k: phantoms[k] for k in _PHANTOM_KEYS}, progress=False)
+        make_phantom_dataset(
+            folder,
+            **{k: phantoms[k] for k in _PHANTOM_KEYS},
+            **{k: phantoms[k] for k in _OPTIONAL_PHANTOM_KEYS if k in phantoms},
+            progress=True,
+        )
     if distributed:
         dist.barrier()
     return folder / "datalist.json"
