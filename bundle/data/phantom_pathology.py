@@ -214,7 +214,7 @@ class Pathology:
         if self.params.get("intraventricular"):
             # ventricular CSF: low HU deeper than the sulci (which fade out 20 mm below the surface), above the
             # basal cisterns; blood layers in the dependent (posterior) horns below the level
-            ivh = np.clip((np.float32(18.0) - content) / np.float32(6.0), 0.0, 1.0)
+            ivh = np.clip((np.float32(20.0) - content) / np.float32(6.0), 0.0, 1.0)
             ivh *= coverage(b.dist + np.float32(22.0), 3.0)
             ivh *= coverage(np.float32(80.0) - b.tz, 3.0)
             ivh *= coverage(np.abs(b.tx - np.float32(_MID)) - np.float32(28.0), 3.0)
@@ -548,7 +548,7 @@ def draw_pathology(rng: np.random.Generator, variant: str, template: Template) -
         site = _pick(rng, pts, (pts[:, 1] > 120) & (pts[:, 2] > 110) & (lateral > 15) & (lateral < 45))
         params.update(
             centre=site.tolist(),
-            level_depth_mm=float(rng.uniform(5, 18)),
+            level_depth_mm=float(rng.uniform(4, 14)),
             bubbles=bubbles,
             bubble_radii_mm=radii,
             hu=-1000.0,
