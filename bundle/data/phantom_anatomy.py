@@ -558,8 +558,9 @@ def compose_head(
         template: template fields at a resolution close to ``grid.spacing``.
         params: anatomy parameters from :func:`draw_anatomy_params`.
         rng: random generator for the smooth fields (consumed deterministically).
-        pathology: optional object with ``skull_defect(builder)``, ``before_cavity(builder)`` and
-            ``cavity_content(builder, content)`` hooks (see :mod:`bundle.data.phantom_pathology`).
+        pathology: optional object with ``skull_defect(builder)``, ``after_vault(builder, thick)``,
+            ``before_cavity(builder)`` and ``cavity_content(builder, content)`` hooks
+            (see :mod:`bundle.data.phantom_pathology`).
 
     Returns:
         The :class:`Composition`.
@@ -708,6 +709,8 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
     if keep is not None:
         alpha *= keep
     b.paint(full, alpha, diploe, "diploe")
+    if pathology is not None:
+        pathology.after_vault(b, thick)  # burr holes, kerfs, plates, shunt hardware
     del alpha, thick, scalp, envelope_t
 
     # ---- skull base, face and spine bones --------------------------------------------------------------------------
