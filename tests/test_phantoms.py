@@ -209,8 +209,9 @@ def test_noise_level_and_texture():
 
 
 def test_gantry_tilt_is_recorded_in_the_affine():
-    flat = phantom(13, in_plane_size=64, slice_spacing_mm=2.0, gantry_tilt_deg=0.0)
-    tilted = phantom(13, in_plane_size=64, slice_spacing_mm=2.0, gantry_tilt_deg=15.0)
+    # a 288 mm field of view: the reconstruction circle holds the whole cavity in both (its label is cut outside it)
+    flat = phantom(13, in_plane_size=64, pixel_spacing_mm=4.5, slice_spacing_mm=2.0, gantry_tilt_deg=0.0)
+    tilted = phantom(13, in_plane_size=64, pixel_spacing_mm=4.5, slice_spacing_mm=2.0, gantry_tilt_deg=15.0)
     assert tilted.info["gantry_tilt_deg"] == 15.0
     assert affine_gantry_tilt_deg(tilted.affine) == pytest.approx(15.0, abs=1e-6)
     assert affine_gantry_tilt_deg(flat.affine) == pytest.approx(0.0, abs=1e-9)

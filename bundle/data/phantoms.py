@@ -163,13 +163,15 @@ def make_phantom(
             vertex.
         slice_spacing_mm: distance between slice planes (default None: a typical value in 0.5-5 mm giving 100-400
             slices, or ``coverage / num_slices``).
-        variant: ``"normal"``, ``"haemorrhage"``, ``"infarct"`` or ``"craniectomy"`` (default None: drawn with
-            probabilities 0.4/0.25/0.2/0.15).
-        gantry_tilt_deg: gantry tilt (default None: 0 with probability 0.6, else uniform in 5-25 degrees).
-        pixel_spacing_mm: in-plane pixel size (default None: field of view drawn in 0.43-0.5 mm x 512).
+        variant: one of :data:`~bundle.data.phantom_pathology.VARIANTS` (``"normal"``, ``"haemorrhage"``,
+            ``"infarct"``, ``"craniectomy"``, ``"subdural"``, ``"hygroma"``, ``"postop_air"``, ``"shunt"``,
+            ``"clips"``, ``"cranioplasty"``; default None: drawn with
+            :data:`~bundle.data.phantom_pathology.VARIANT_PROBABILITIES`).
+        gantry_tilt_deg: gantry tilt (default None: drawn from the scan protocol).
+        pixel_spacing_mm: in-plane pixel size (default None: the protocol's field of view / ``in_plane_size``).
         slice_thickness_mm: slice thickness (default None: the slice spacing).
-        noise_sd_hu: noise standard deviation in brain (default None: drawn, higher for thinner slices, within
-            4-8 HU; 0 gives a noise-free image).
+        noise_sd_hu: noise standard deviation in brain (default None: drawn, higher for thinner slices, 4-8 HU times
+            the protocol's noise scale, at most 25 HU; 0 gives a noise-free image).
         head_scale: isotropic head scale (default None: drawn in 0.94-1.08; cavity about 1347 mL x scale^3).
         coarse_spacing_mm: spacing of the anatomy grid (default None: ``max(1, pixel spacing)``).
         anatomy: fields of :class:`~bundle.data.phantom_anatomy.AnatomyParams` to set after they are drawn (default
