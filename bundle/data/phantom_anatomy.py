@@ -13,10 +13,32 @@ at template landmarks:
 - face: orbits (fat cone, bony walls, extraocular muscles, optic nerve, globe with vitreous and lens), frontal,
   ethmoid, sphenoid and maxillary sinuses, nasal cavity with septum and turbinates, nasopharynx, zygomatic arches,
   mandible, hard palate, nose and ears,
-- neck with the cervical spine (C1 ring, dens, C2/C3 bodies, discs),
+- neck with the cervical spine (C1 ring, dens, C2-T1 bodies, discs),
 - scalp and face soft tissue with a subcutaneous fat layer, temporalis muscles,
 - a head holder (plastic shell and foam pad) under the occiput, in world coordinates,
 - air (-1000 HU) elsewhere.
+
+- jaw and mouth (:mod:`bundle.data.phantom_oral`): mandible body, dental arches with teeth and optional dental
+  metal, tongue, oral-cavity air, open mouth, pharynx and trachea air of random calibre, hyoid,
+- sinus fluid or mucosa in the paranasal sinuses and mastoid cells, shoulders and upper chest low in the neck,
+- brain atrophy (CSF under the inner table, wider sulci, larger ventricles; all inside the cavity, label unchanged).
+
+Patient factors of :class:`AnatomyParams` (drawn by :func:`draw_anatomy_params`; force any of them with
+``make_phantom(seed, anatomy={name: value})``):
+
+- ``scale``: per-axis head scale; isotropic part 10% children U(0.82, 0.90), 10% large U(1.10, 1.18), else
+  U(0.92, 1.09) (``make_phantom(head_scale=...)`` sets it),
+- ``atrophy`` in [0, 1] (0 for 30%, else Beta(1.2, 3.5)),
+- ``teeth_present`` (32 booleans, upper then lower; sometimes edentulous), ``tooth_hu`` (dentine HU),
+- ``dental_metal`` (True with probability 0.4), ``metal_teeth`` (32 booleans, 1-8 True), ``metal_style`` (32 values
+  in [0, 1): crown below 0.5, filling above; an implant where the tooth is missing),
+- ``oral_air`` in [0, 1] (0: tongue against the palate), ``mouth_open_mm`` (0 for 85%, else U(5, 25) at the
+  incisors), ``lips_apart``, ``airway`` (pharynx calibre, 0.15-0.4 nearly collapsed for 15%, else 0.5-1.3),
+- ``sinus_fluid`` in [0, 1] (0 for 55%): each sinus of :data:`SINUS_NAMES` fills from its ``sinus_thresholds``
+  value up to full at 1; ``sinus_level`` picks a fluid level (supine: posterior) or mucosal thickening per sinus,
+- ``mastoid`` (pneumatisation: 0.15 sclerotic for 10%, else U(0.4, 1.35)), ``temporalis_mm`` U(3, 18),
+- ``shoulder_width_mm`` (midline to humeral head, U(150, 190)), ``shoulder_drop_mm`` (foramen magnum to humeral
+  heads, U(120, 160)).
 
 Shapes are painted back to front with anti-aliased coverage (partial volume at every edge). The cranial cavity is
 painted last, with coverage ``F = coverage(D) * above(foramen magnum plane)``; ``F`` is also the label's source
