@@ -239,7 +239,7 @@ def draw_anatomy_params(rng: np.random.Generator, head_scale: float | None = Non
 
     Example:
         >>> p = draw_anatomy_params(np.random.default_rng(0))
-        >>> 0.78 < p.scale.mean() < 1.22
+        >>> bool(0.78 < p.scale.mean() < 1.22)
         True
     """
     kind, u = rng.random(), rng.random()
