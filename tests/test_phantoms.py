@@ -124,7 +124,7 @@ def test_cavity_volume_is_realistic_for_whole_heads():
     for seed in range(4):
         ph = phantom(seed, in_plane_size=64, slice_spacing_mm=3.0)
         volumes.append(ph.info["volume_ml"])
-        assert 1000 <= ph.info["volume_ml"] <= 1900
+        assert 600 <= ph.info["volume_ml"] <= 2500  # children (head scale ~0.82) to large heads (~1.18)
         expected = TEMPLATE_CAVITY_ML * float(np.prod(ph.info["head_scale"]))
         assert ph.info["volume_ml"] == pytest.approx(expected, rel=0.15)
     assert max(volumes) - min(volumes) > 50  # head sizes vary

@@ -13,10 +13,32 @@ at template landmarks:
 - face: orbits (fat cone, bony walls, extraocular muscles, optic nerve, globe with vitreous and lens), frontal,
   ethmoid, sphenoid and maxillary sinuses, nasal cavity with septum and turbinates, nasopharynx, zygomatic arches,
   mandible, hard palate, nose and ears,
-- neck with the cervical spine (C1 ring, dens, C2/C3 bodies, discs),
+- neck with the cervical spine (C1 ring, dens, C2-T1 bodies, discs),
 - scalp and face soft tissue with a subcutaneous fat layer, temporalis muscles,
 - a head holder (plastic shell and foam pad) under the occiput, in world coordinates,
 - air (-1000 HU) elsewhere.
+
+- jaw and mouth (:mod:`bundle.data.phantom_oral`): mandible body, dental arches with teeth and optional dental
+  metal, tongue, oral-cavity air, open mouth, pharynx and trachea air of random calibre, hyoid,
+- sinus fluid or mucosa in the paranasal sinuses and mastoid cells, shoulders and upper chest low in the neck,
+- brain atrophy (CSF under the inner table, wider sulci, larger ventricles; all inside the cavity, label unchanged).
+
+Patient factors of :class:`AnatomyParams` (drawn by :func:`draw_anatomy_params`; force any of them with
+``make_phantom(seed, anatomy={name: value})``):
+
+- ``scale``: per-axis head scale; isotropic part 10% children U(0.82, 0.90), 10% large U(1.10, 1.18), else
+  U(0.92, 1.09) (``make_phantom(head_scale=...)`` sets it),
+- ``atrophy`` in [0, 1] (0 for 30%, else Beta(1.2, 3.5)),
+- ``teeth_present`` (32 booleans, upper then lower; sometimes edentulous), ``tooth_hu`` (dentine HU),
+- ``dental_metal`` (True with probability 0.4), ``metal_teeth`` (32 booleans, 1-8 True), ``metal_style`` (32 values
+  in [0, 1): crown below 0.5, filling above; an implant where the tooth is missing),
+- ``oral_air`` in [0, 1] (0: tongue against the palate), ``mouth_open_mm`` (0 for 85%, else U(5, 25) at the
+  incisors), ``lips_apart``, ``airway`` (pharynx calibre, 0.15-0.4 nearly collapsed for 15%, else 0.5-1.3),
+- ``sinus_fluid`` in [0, 1] (0 for 55%): each sinus of :data:`SINUS_NAMES` fills from its ``sinus_thresholds``
+  value up to full at 1; ``sinus_level`` picks a fluid level (supine: posterior) or mucosal thickening per sinus,
+- ``mastoid`` (pneumatisation: 0.15 sclerotic for 10%, else U(0.4, 1.35)), ``temporalis_mm`` U(3, 18),
+- ``shoulder_width_mm`` (midline to humeral head, U(150, 190)), ``shoulder_drop_mm`` (foramen magnum to humeral
+  heads, U(120, 160)).
 
 Shapes are painted back to front with anti-aliased coverage (partial volume at every edge). The cranial cavity is
 painted last, with coverage ``F = coverage(D) * above(foramen magnum plane)``; ``F`` is also the label's source
@@ -44,6 +66,7 @@ from bundle.data.phantom_fields import (
     septa_distance,
     smooth_min,
 )
+from bundle.data.phantom_oral import NUM_TEETH, oral_envelope, paint_oral
 from bundle.data.phantom_template import CSF_HU, LANDMARKS, Template
 
 __all__ = [
@@ -53,6 +76,7 @@ __all__ = [
     "AnatomyParams",
     "Composition",
     "HeadPose",
+    "SINUS_NAMES",
     "compose_head",
     "draw_anatomy_params",
     "override_anatomy",
@@ -119,6 +143,9 @@ TISSUE_HU_RANGES: dict[str, tuple[float, float]] = {
 
 _MID = LANDMARKS["midline_x"][0]
 
+#: Air spaces that may hold fluid or mucosa (the order of ``sinus_thresholds`` and ``sinus_level``).
+SINUS_NAMES = ("frontal", "sphenoid", "maxillary_right", "maxillary_left", "ethmoid", "mastoid_right", "mastoid_left")
+
 
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
@@ -165,6 +192,21 @@ class AnatomyParams:
     headrest_shell_mm: float
     headrest_shell_hu: float
     headrest_foam_hu: float
+    atrophy: float
+    tooth_hu: float
+    teeth_present: np.ndarray
+    dental_metal: bool
+    metal_teeth: np.ndarray
+    metal_style: np.ndarray
+    oral_air: float
+    mouth_open_mm: float
+    lips_apart: bool
+    airway: float
+    sinus_fluid: float
+    sinus_thresholds: np.ndarray
+    sinus_level: np.ndarray
+    shoulder_width_mm: float
+    shoulder_drop_mm: float
     extra: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -175,6 +217,12 @@ class AnatomyParams:
             "skull_thickness_mm": round(self.skull_mm, 2),
             "headrest": self.headrest,
             "frontal_sinus": round(self.frontal_sinus, 3),
+            "atrophy": round(float(self.atrophy), 3),
+            "dental_metal": bool(self.dental_metal),
+            "oral_air": round(float(self.oral_air), 3),
+            "mouth_open_mm": round(float(self.mouth_open_mm), 2),
+            "airway": round(float(self.airway), 3),
+            "sinus_fluid": round(float(self.sinus_fluid), 3),
         }
 
 
@@ -183,18 +231,19 @@ def draw_anatomy_params(rng: np.random.Generator, head_scale: float | None = Non
 
     Args:
         rng: random generator (consumed in a fixed order).
-        head_scale: isotropic head scale (default None: drawn from U(0.94, 1.08); the template cavity is about 1347 mL
-            at scale 1).
+        head_scale: isotropic head scale (default None: drawn; 10% children in U(0.82, 0.90), 10% large heads in
+            U(1.10, 1.18), else U(0.92, 1.09); the template cavity is about 1347 mL at scale 1).
 
     Returns:
         The :class:`AnatomyParams`.
 
     Example:
         >>> p = draw_anatomy_params(np.random.default_rng(0))
-        >>> 0.9 < p.scale.mean() < 1.12
+        >>> bool(0.78 < p.scale.mean() < 1.22)
         True
     """
-    iso = _u(rng, 0.94, 1.08)
+    kind, u = rng.random(), rng.random()
+    iso = 0.82 + 0.08 * u if kind < 0.1 else (1.10 + 0.08 * u if kind < 0.2 else 0.92 + 0.17 * u)
     if head_scale is not None:
         iso = float(head_scale)
     scale = iso * rng.uniform(0.97, 1.03, size=3)
@@ -212,7 +261,7 @@ def draw_anatomy_params(rng: np.random.Generator, head_scale: float | None = Non
         scalp_mm=_u(rng, 5.0, 8.0),
         skin_mm=_u(rng, 1.5, 2.5),
         fat_mm=_u(rng, 2.5, 5.0),
-        temporalis_mm=_u(rng, 6.0, 12.0),
+        temporalis_mm=_u(rng, 3.0, 18.0),
         cortical_hu=_u(rng, 1350, 1700),
         petrous_hu=_u(rng, 1600, 1850),
         diploe_hu=_u(rng, 400, 600),
@@ -228,7 +277,7 @@ def draw_anatomy_params(rng: np.random.Generator, head_scale: float | None = Non
         frontal_sinus=0.0 if rng.random() < 0.12 else _u(rng, 0.6, 1.3),
         sphenoid_sinus=_u(rng, 0.8, 1.2),
         maxillary_sinus=_u(rng, 0.85, 1.15),
-        mastoid=_u(rng, 0.5, 1.2),
+        mastoid=0.15 if rng.random() < 0.1 else _u(rng, 0.4, 1.35),  # 0.15: sclerotic
         cell_mm=_u(rng, 3.5, 6.0),
         cell_phase=rng.uniform(0, 6, size=3),
         sulci=_u(rng, 0.6, 1.0),
@@ -238,7 +287,29 @@ def draw_anatomy_params(rng: np.random.Generator, head_scale: float | None = Non
         headrest_shell_mm=_u(rng, 2.0, 4.0),
         headrest_shell_hu=_u(rng, 150, 400),
         headrest_foam_hu=_u(rng, -920, -780),
+        atrophy=0.0 if rng.random() < 0.3 else float(rng.beta(1.2, 3.5)),
+        tooth_hu=_u(rng, 1600, 2050),
+        teeth_present=rng.random(NUM_TEETH) >= (1.0 if rng.random() < 0.05 else _u(rng, 0.0, 0.25)),
+        dental_metal=bool(rng.random() < 0.4),
+        metal_teeth=_metal_teeth(rng),
+        metal_style=rng.random(NUM_TEETH),
+        oral_air=0.0 if rng.random() < 0.25 else float(rng.random() ** 1.5),
+        mouth_open_mm=0.0 if rng.random() < 0.85 else _u(rng, 5.0, 25.0),
+        lips_apart=bool(rng.random() < 0.7),
+        airway=_u(rng, 0.15, 0.4) if rng.random() < 0.15 else _u(rng, 0.5, 1.3),
+        sinus_fluid=0.0 if rng.random() < 0.55 else _u(rng, 0.1, 1.0),
+        sinus_thresholds=rng.uniform(0.0, 0.9, size=len(SINUS_NAMES)),
+        sinus_level=rng.random(len(SINUS_NAMES)) < 0.5,
+        shoulder_width_mm=_u(rng, 150.0, 190.0),
+        shoulder_drop_mm=_u(rng, 120.0, 160.0),
     )
+
+
+def _metal_teeth(rng: np.random.Generator) -> np.ndarray:
+    """A random set of 1-8 teeth carrying metal (used when ``dental_metal`` is on)."""
+    out = np.zeros(NUM_TEETH, dtype=bool)
+    out[rng.choice(NUM_TEETH, size=int(rng.integers(1, 9)), replace=False)] = True
+    return out
 
 
 def override_anatomy(params: AnatomyParams, overrides: Mapping[str, object] | None) -> AnatomyParams:
@@ -589,6 +660,7 @@ def compose_head(
         if mixed is not None:
             mixed[rx, ry, zs] = chunk.mixed
         cav[rx, ry, zs] = cavity
+    _paint_shoulders(hu, tissue, mixed, grid, head.pose, params)
     if params.headrest:
         _paint_headrest(hu, tissue, mixed, grid, head.pose, params, template)
     fm_point, fm_normal = _foramen_magnum_plane(head.pose)
@@ -676,6 +748,11 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
         sl = b.box_around(centre, np.asarray(radii) + 8)
         if sl is not None:
             body[sl] = smooth_min(body[sl], ellipsoid_sdf(*b.coords(sl), centre, radii), 4.0)
+    for sl, shape, k in oral_envelope(b, p):
+        body[sl] = smooth_min(body[sl], shape, k)
+    sl = b.box((-200.0, -60.0, -800.0), (410.0, 260.0, _shoulder_level(p) + _SHOULDER_TOP))
+    if sl is not None:  # the shoulders join the neck here; _paint_shoulders paints them beyond the head box
+        body[sl] = smooth_min(body[sl], _shoulder_body(*b.coords(sl), p), 10.0)
     b.inside = coverage(body + np.float32(1.5), w)  # inside the skin, for structures that must not poke out
     b.paint(full, coverage(body, w), np.clip(p.soft_hu + 4.0 * texture, 22.0, 68.0), "soft_tissue")
     depth = -body
@@ -744,7 +821,8 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
             return (float(_MID + side * (pt[0] - _MID)), float(pt[1]), float(pt[2]))
 
         mastoid = s(LANDMARKS["mastoid"])
-        bone(ell(mastoid, (11.0, 13.0, 16.0)), *lohi(mastoid, (11.0, 13.0, 16.0)))
+        mastoid_r = tuple(r * _mastoid_bone_scale(p) for r in (11.0, 13.0, 16.0))
+        bone(ell(mastoid, mastoid_r), *lohi(mastoid, mastoid_r))
         cond = s(LANDMARKS["occipital_condyle"])
         bone(ell(cond, (6.0, 10.0, 5.0)), *lohi(cond, (6.0, 10.0, 5.0)), 1.5, "cancellous")
         zyg_body = s((160.0, 160.0, 38.0))
@@ -766,7 +844,7 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
     bone(cap((105.0, 80.0, 0.0), (105.0, 80.0, 25.0), 5.5), (97, 72, -8), (113, 88, 33), 1.5, "cancellous")  # dens
     bone(ell((105.0, 82.0, -10.0), (9.5, 9.0, 12.0)), (93, 71, -24), (117, 93, 4), 1.5, "cancellous")  # C2 body
     bone(cap((105.0, 46.0, -6.0), (105.0, 30.0, -12.0), 4.0), (98, 22, -20), (112, 52, 0), 1.2, "cancellous")
-    for zc in (-33.0, -52.0, -71.0):  # C3-C5 bodies and the discs above them
+    for zc in (-33.0, -52.0, -71.0, -90.0, -109.0, -128.0):  # C3-T1 bodies and the discs above them
         bone(ell((105.0, 84.0, zc), (10.0, 9.0, 7.5)), (93, 73, zc - 10), (117, 95, zc + 10), 1.2, "cancellous")
         sl = b.box((93, 73, zc + 6), (117, 95, zc + 14))
         if sl is not None:
@@ -847,27 +925,28 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
     # ---- air spaces --------------------------------------------------------------------------------------------------
     wall_mm = 1.2
     sinuses = [
-        (LANDMARKS["sphenoid_sinus"], np.array((14.0, 11.0, 10.0)) * p.sphenoid_sinus, False),
-        (LANDMARKS["nasal_cavity"], np.array((12.0, 27.0, 20.0)), False),
-        (LANDMARKS["nasopharynx"], np.array((12.0, 9.0, 9.0)), False),
+        (LANDMARKS["sphenoid_sinus"], np.array((14.0, 11.0, 10.0)) * p.sphenoid_sinus, False, "sphenoid"),
+        (LANDMARKS["nasal_cavity"], np.array((12.0, 27.0, 20.0)), False, None),
+        (LANDMARKS["nasopharynx"], np.array((12.0, 9.0, 9.0)), False, None),
     ]
     if p.frontal_sinus > 0:
-        sinuses.append((LANDMARKS["frontal_sinus"], np.array((16.0, 4.0, 11.0)) * p.frontal_sinus, True))
-    for c in _both_sides(LANDMARKS["maxillary_sinus"]):
-        sinuses.append((c, np.array((12.0, 16.0, 16.0)) * p.maxillary_sinus, False))
-    for centre, radii, septum in sinuses:
+        sinuses.append((LANDMARKS["frontal_sinus"], np.array((16.0, 4.0, 11.0)) * p.frontal_sinus, True, "frontal"))
+    for c, name in zip(_both_sides(LANDMARKS["maxillary_sinus"]), ("maxillary_right", "maxillary_left"), strict=True):
+        sinuses.append((c, np.array((12.0, 16.0, 16.0)) * p.maxillary_sinus, False, name))
+    fluid_hu = np.float32(np.clip(p.soft_hu - 10.0, 12.0, 58.0))
+    for centre, radii, septum, name in sinuses:
         sl = b.box_around(centre, radii + 2)
         if sl is None:
             continue
         x, y, z = b.coords(sl)
         b.paint_shape(sl, ellipsoid_sdf(x, y, z, centre, radii), AIR_HU, "sinus_air", keep_cavity_wall=wall_mm)
+        if name is not None:
+            _paint_sinus_fluid(
+                b, sl, centre, radii, _sinus_fill(p, name), p.sinus_level[SINUS_NAMES.index(name)], fluid_hu, wall_mm
+            )
         if septum:
             alpha = coverage(np.abs(x - np.float32(_MID)) - 0.8, w) * coverage(ellipsoid_sdf(x, y, z, centre, radii), w)
             b.paint(sl, alpha, cortical[sl], "cortical_bone")
-    oro = ((105.0, 121.0, 14.0), (105.0, 116.0, -80.0))
-    sl = b.box(np.minimum(*oro) - 10, np.maximum(*oro) + 10)
-    if sl is not None:
-        b.paint_shape(sl, capsule_sdf(*b.coords(sl), oro[0], oro[1], 7.0), AIR_HU, "sinus_air")
     # nasal septum and turbinates
     nc = LANDMARKS["nasal_cavity"]
     sl = b.box_around(nc, (14.0, 29.0, 22.0))
@@ -880,16 +959,22 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
                 c = (_MID + side * centre[0], centre[1], centre[2])
                 b.paint(sl, coverage(ellipsoid_sdf(x, y, z, c, radii), w) * inside, p.soft_hu, "soft_tissue")
     # septated air cells: ethmoid and mastoid
-    cells = [(LANDMARKS["ethmoid"], np.array((10.0, 19.0, 12.0)))]
-    for c in _both_sides(LANDMARKS["mastoid"]):
-        cells.append((c, np.array((10.0, 13.0, 13.0)) * p.mastoid))
-    for centre, radii in cells:
+    cells = [(LANDMARKS["ethmoid"], np.array((10.0, 19.0, 12.0)), "ethmoid")]
+    for c, name in zip(_both_sides(LANDMARKS["mastoid"]), ("mastoid_right", "mastoid_left"), strict=True):
+        cells.append((c, np.array((10.0, 13.0, 13.0)) * p.mastoid, name))
+    for centre, radii, name in cells:
         sl = b.box_around(centre, radii + 2)
         if sl is None:
             continue
         x, y, z = b.coords(sl)
         shape = ellipsoid_sdf(x, y, z, centre, radii)
+        if name != "ethmoid":  # mastoid cells stay inside the mastoid process (under its cortex)
+            bone_r = np.array((11.0, 13.0, 16.0)) * _mastoid_bone_scale(p)
+            shape = np.maximum(shape, ellipsoid_sdf(x, y, z, centre, bone_r) + np.float32(1.5))
         b.paint_shape(sl, shape, AIR_HU, "sinus_air", keep_cavity_wall=wall_mm)
+        _paint_sinus_fluid(
+            b, sl, centre, radii, _sinus_fill(p, name), p.sinus_level[SINUS_NAMES.index(name)], fluid_hu, wall_mm, shape
+        )
         warp = b.field(b.head.cells, sl) * np.float32(0.3 * p.cell_mm)
         septa = septa_distance(x + warp[0], y + warp[1], z + warp[2], p.cell_mm, p.cell_phase) - np.float32(0.3)
         alpha = coverage(septa, w) * coverage(shape, w) * coverage(wall_mm - b.dist[sl], w)
@@ -901,12 +986,15 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
         if sl is not None:
             b.paint_shape(sl, capsule_sdf(*b.coords(sl), a1, a2, 3.5), AIR_HU, "sinus_air")
 
+    # ---- jaw, teeth, tongue, mouth, pharynx, hyoid (bundle.data.phantom_oral) ---------------------------------------
+    paint_oral(b, p, cortical, cancellous)
+
     # ---- spinal canal through the foramen magnum -------------------------------------------------------------------
     fm = LANDMARKS["foramen_magnum"]
     top = (fm[0], fm[1], fm[2] + 6.0)
     mid = (fm[0], fm[1] + 2.0, fm[2] - 14.0)
-    bottom = (fm[0], fm[1] + 9.0, -120.0)
-    sl = b.box((fm[0] - 18, fm[1] - 18, -130.0), (fm[0] + 18, fm[1] + 26, fm[2] + 24))
+    bottom = (fm[0], fm[1] + 9.0, -160.0)
+    sl = b.box((fm[0] - 18, fm[1] - 18, -170.0), (fm[0] + 18, fm[1] + 26, fm[2] + 24))
     if sl is not None:
         x, y, z = b.coords(sl)
         canal = smooth_min(capsule_sdf(x, y, z, top, mid, (15.5, 11.5)), capsule_sdf(x, y, z, mid, bottom, 11.0), 3.0)
@@ -925,7 +1013,7 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
         height = term if height is None else height + term
     cavity = coverage(b.dist, w)
     cavity *= coverage(-height, grid.mean_spacing)
-    content = _add_sulci(b, b.atlas)
+    content = _add_atrophy(b, _add_sulci(b, b.atlas))
     codes = None
     if pathology is not None:
         content, codes = pathology.cavity_content(b, content)
@@ -939,7 +1027,8 @@ def _paint_chunk(b: _Chunk, p: AnatomyParams, pathology) -> np.ndarray:
 
 
 def _add_sulci(b: _Chunk, content: np.ndarray) -> np.ndarray:
-    """Thin CSF-filled sulci in the outer 15 mm of the brain (the average atlas has smoothed them away).
+    """Thin CSF-filled sulci in the outer 15 mm of the brain (the average atlas has smoothed them away), wider with
+    atrophy.
 
     The sulci are the zero level set of a smooth random field (random sheets about 1 mm thick), faded out with depth
     below the cavity surface and applied to brain tissue only (not to the CSF already there).
@@ -952,7 +1041,7 @@ def _add_sulci(b: _Chunk, content: np.ndarray) -> np.ndarray:
         return content
     sl = (box[0], box[1], slice(z0, z1))
     field = b.field(b.head.sulci, sl)[0]
-    alpha = coverage(np.abs(field) - np.float32(0.15), np.float32(0.1))
+    alpha = coverage(np.abs(field) - np.float32(0.15 + 0.3 * b.params.atrophy), np.float32(0.1))
     alpha *= coverage(np.float32(-16.0) - b.dist[sl], 8.0)  # 1 near the surface, 0 deeper than 20 mm
     alpha *= np.clip((content[sl] - np.float32(15.0)) / np.float32(10.0), 0.0, 1.0)
     alpha *= np.float32(b.params.sulci)
@@ -991,3 +1080,172 @@ def _paint_headrest(hu, tissue, mixed, grid: CoarseGrid, pose: HeadPose, p: Anat
         tissue[sl][a >= 0.5] = TISSUES[name]
         if mixed is not None:
             mixed[sl] |= (a > _MIXED) & (a < 1.0 - _MIXED)
+
+
+#: Zones of the ventricles in template mm (lateral, third, fourth), found from the atlas' deep CSF.
+_VENTRICLES = (
+    ((97.0, 104.0, 101.0), (12.0, 34.0, 16.0)),
+    ((114.0, 104.0, 101.0), (12.0, 34.0, 16.0)),
+    ((105.0, 106.0, 84.0), (4.0, 10.0, 8.0)),
+    ((103.0, 67.0, 67.0), (7.0, 7.0, 9.0)),
+)
+
+
+def _add_atrophy(b: _Chunk, content: np.ndarray) -> np.ndarray:
+    """Brain atrophy: a wider CSF layer under the inner table and enlarged ventricles (the cavity is unchanged).
+
+    The ventricles of the average atlas have blurred edges (CSF rising to brain HU over a few mm); raising the HU
+    below which a voxel near a ventricle becomes CSF widens them smoothly.
+    """
+    a = float(b.params.atrophy)
+    box = b.head.atlas_box
+    if a <= 0.0 or box is None:
+        return content
+    z0, z1 = max(box[2].start, b.z0) - b.z0, min(box[2].stop, b.z1) - b.z0
+    if z1 <= z0:
+        return content
+    sl = (box[0], box[1], slice(z0, z1))
+    part = content[sl]
+    alpha = coverage(-b.dist[sl] - np.float32(0.3 + 4.5 * a), 1.5)
+    part += alpha * (np.float32(CSF_HU) - part)
+    threshold = np.float32(12.0 + 14.0 * a)
+    for centre, radii in _VENTRICLES:
+        vs = b.box_around(centre, np.asarray(radii) + 4.0)
+        if vs is None:
+            continue
+        zone = coverage(ellipsoid_sdf(*b.coords(vs), centre, radii), 6.0)
+        v = content[vs]
+        v += zone * np.clip((threshold - v) / np.float32(4.0), 0.0, 1.0) * (np.float32(CSF_HU) - v)
+    return content
+
+
+def _mastoid_bone_scale(p: AnatomyParams) -> float:
+    """Size of the mastoid process: larger when well pneumatised."""
+    return float(np.clip(0.85 + 0.25 * p.mastoid, 0.9, 1.2))
+
+
+def _sinus_fill(p: AnatomyParams, name: str) -> float:
+    """Filled fraction of one sinus: 0 while ``sinus_fluid`` is under the sinus' threshold, 1 at ``sinus_fluid = 1``."""
+    t = float(p.sinus_thresholds[SINUS_NAMES.index(name)])
+    return float(np.clip((p.sinus_fluid - t) / max(1e-6, 1.0 - t), 0.0, 1.0))
+
+
+_CAP_H = np.linspace(0.0, 1.0, 65)
+_CAP_FRACTION = _CAP_H**2 * (3.0 - 2.0 * _CAP_H)  # volume fraction of a sphere below a plane at height 2 r h
+
+
+def _paint_sinus_fluid(
+    b: _Chunk, sl, centre, radii, fill: float, level: bool, hu: np.float32, wall_mm: float, shape=None
+) -> None:
+    """Fill a fraction of an air space with fluid: a fluid level (gravity: world -y, patient supine) or mucosa."""
+    if fill <= 0.0:
+        return
+    w = b.width
+    x, y, z = b.coords(sl)
+    if shape is None:
+        shape = ellipsoid_sdf(x, y, z, centre, radii)
+    inside = coverage(shape, w) * coverage(np.float32(wall_mm) - b.dist[sl], w)
+    if level:
+        fw = b.pose.forward
+        y_centre = float(b.pose.to_world(np.array([centre]))[0][1])
+        y_radius = float(np.sqrt(((fw[1] * np.asarray(radii)) ** 2).sum()))
+        height = float(np.interp(fill, _CAP_FRACTION, _CAP_H))
+        surface = np.float32(y_centre - y_radius + 2.0 * y_radius * height)
+        world_y = b.grid.axis(1)[sl[1]].astype(np.float32)[None, :, None]
+        inside *= coverage(world_y - surface, b.grid.mean_spacing)
+        b.paint(sl, inside, hu, "sinus_fluid")
+        return
+    b.paint(sl, inside, hu, "sinus_fluid")
+    if fill < 1.0:  # mucosal thickening: air left in the middle, the same shape shrunk
+        core = ellipsoid_sdf(x, y, z, centre, np.asarray(radii) * (1.0 - fill) ** (1.0 / 3.0))
+        b.paint(sl, coverage(np.maximum(core, shape), w), AIR_HU, "sinus_air")
+
+
+#: Template y of the humeral heads and height (mm) of the trapezius slope's top above them.
+_SHOULDER_Y = 80.0
+_SHOULDER_TOP = 75.0
+
+
+def _shoulder_level(p: AnatomyParams) -> float:
+    """Template z of the humeral head centres."""
+    return float(LANDMARKS["foramen_magnum"][2] - p.shoulder_drop_mm)
+
+
+def _shoulder_body(x, y, z, p: AnatomyParams) -> np.ndarray:
+    """SDF of the shoulders and upper chest: a capsule between the humeral heads, the trunk below them and the
+    trapezius slopes up to the neck."""
+    zs, sw = _shoulder_level(p), p.shoulder_width_mm
+    heads = [(_MID + side * sw, _SHOULDER_Y, zs) for side in (1.0, -1.0)]
+    trunk = ellipsoid_sdf(x, y, np.float32(0.0), (_MID, _SHOULDER_Y + 10.0, 0.0), (sw + 20.0, 105.0, 1.0))
+    body = smooth_min(capsule_sdf(x, y, z, heads[0], heads[1], 42.0), np.maximum(trunk, z - np.float32(zs)), 30.0)
+    for head in heads:
+        neck = (_MID + np.sign(head[0] - _MID) * 40.0, 60.0, zs + 55.0)
+        body = smooth_min(body, capsule_sdf(x, y, z, neck, head, 30.0), 20.0)
+    return body
+
+
+def _paint_shoulders(hu, tissue, mixed, grid: CoarseGrid, pose: HeadPose, p: AnatomyParams) -> None:
+    """Shoulders and upper chest low in the neck: soft tissue, fat, clavicles, humeral heads and scapulae.
+
+    Painted on the whole grid (only the slabs below the shoulders' top; nothing when the scan stops above them) in
+    template coordinates of the pose without the smooth displacement, over air only for the soft tissue so that the
+    neck painted with the head stays as it is.
+    """
+    top = _shoulder_level(p) + _SHOULDER_TOP
+    sw = p.shoulder_width_mm
+    lo_t, hi_t = (_MID - sw - 60.0, -60.0, -800.0), (_MID + sw + 60.0, 260.0, top)
+    corners = np.array(
+        [[(lo_t, hi_t)[i][0], (lo_t, hi_t)[j][1], (lo_t, hi_t)[k][2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    )
+    world = pose.to_world(corners)
+    idx = []
+    for d in range(3):
+        i0 = max(0, int(np.floor((world[:, d].min() - grid.origin[d]) / grid.spacing[d])))
+        i1 = min(grid.shape[d], int(np.ceil((world[:, d].max() - grid.origin[d]) / grid.spacing[d])) + 1)
+        if i1 <= i0:
+            return
+        idx.append((i0, i1))
+    w = float(grid.mean_spacing / np.mean(p.scale))
+    inv = pose.inverse.astype(np.float32)
+    c_w, c_t = pose.centre_world.astype(np.float32), pose.centre_template.astype(np.float32)
+    ax = [(grid.axis(d)[idx[d][0] : idx[d][1]].astype(np.float32) - c_w[d]) for d in range(3)]
+    zs, yb = _shoulder_level(p), _SHOULDER_Y
+    step = max(1, 2_000_000 // max(1, len(ax[0]) * len(ax[1])))
+    for k0 in range(0, len(ax[2]), step):
+        kz = ax[2][k0 : k0 + step]
+        x, y, z = (
+            (inv[d, 0] * ax[0])[:, None, None]
+            + (inv[d, 1] * ax[1])[None, :, None]
+            + (inv[d, 2] * kz + c_t[d])[None, None]
+            for d in range(3)
+        )
+        if float(z.min()) > top:
+            continue
+        body = _shoulder_body(x, y, z, p)
+        sl = (slice(*idx[0]), slice(*idx[1]), slice(idx[2][0] + k0, idx[2][0] + k0 + len(kz)))
+        h, t = hu[sl], tissue[sl]
+        air = t == TISSUES["air"]
+        layers = [
+            (coverage(body, w) * air, p.soft_hu, "soft_tissue"),
+            (band(-body, p.skin_mm, p.skin_mm + p.fat_mm + 6.0, w) * air, p.fat_hu, "fat"),
+        ]
+        bones = []
+        for side in (1.0, -1.0):
+            hx = _MID + side * sw
+            sternal, acromion = (_MID + side * 22.0, 150.0, zs - 30.0), (hx - side * 8.0, yb + 6.0, zs + 30.0)
+            bones.append((capsule_sdf(x, y, z, sternal, acromion, 7.0), 1.5))  # clavicle
+            bones.append((ellipsoid_sdf(x, y, z, (hx, yb, zs), (24.0, 24.0, 25.0)), 2.0))  # humeral head
+            bones.append((capsule_sdf(x, y, z, (hx, yb, zs - 20.0), (hx + side * 10.0, yb, zs - 300.0), 13.0), 3.0))
+            blade = (hx - side * 75.0, yb - 55.0, zs - 70.0)
+            bones.append((ellipsoid_sdf(x, y, z, blade, (48.0, 5.0, 75.0)), 1.2))  # scapular blade
+            bones.append((capsule_sdf(x, y, z, (hx - side * 110.0, yb - 58.0, zs - 10.0), acromion, 5.0), 1.2))
+        for sdf, cortex in bones:
+            layers.append((coverage(sdf, w), np.float32(p.cortical_hu), "cortical_bone"))
+            layers.append((coverage(sdf + np.float32(cortex), w), np.float32(p.cancellous_hu), "cancellous_bone"))
+        for alpha, value, name in layers:
+            if not alpha.any():
+                continue
+            h += alpha * (np.float32(value) - h)
+            t[alpha >= 0.5] = TISSUES[name]
+            if mixed is not None:
+                mixed[sl] |= (alpha > _MIXED) & (alpha < 1.0 - _MIXED)
