@@ -42,7 +42,7 @@ Patient factors of :class:`AnatomyParams` (drawn by :func:`draw_anatomy_params`;
 
 Shapes are painted back to front with anti-aliased coverage (partial volume at every edge). The cranial cavity is
 painted last, with coverage ``F = coverage(D) * above(foramen magnum plane)``; ``F`` is also the label's source
-(see :mod:`bundle.data.phantoms`). Pathology (haemorrhage, infarct, craniectomy) is applied by
+(see :mod:`bundle.data.phantoms`). Pathology and post-operative variants are applied by
 :mod:`bundle.data.phantom_pathology` through the hooks of :func:`compose_head`.
 """
 
@@ -105,7 +105,7 @@ TISSUES: dict[str, int] = {
     "headrest_shell": 15,
     "headrest_foam": 16,
     "herniated_brain": 17,  # brain bulging through a craniectomy, outside the cavity (label 0)
-    "metal": 18,  # dental fillings and crowns, aneurysm clips, shunt valves (label 0; streaks come from acquisition)
+    "metal": 18,  # dental work, shunt valves, plates (label 0); aneurysm clips inside the cavity (label 1)
     "tooth": 19,  # enamel and dentine (label 0)
     "intracranial_air": 20,  # post-operative air inside the cavity (label 1)
     "catheter": 21,  # shunt catheter; its intracranial part is label 1 (it lies inside the cavity)
