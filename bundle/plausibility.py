@@ -148,7 +148,8 @@ class _Axial:
         return f"axial slices {min(a, b)}-{max(a, b)} (S {self.mm(a):.0f} to {self.mm(b):.0f} mm)"
 
     def pick(self, *ks: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
-        natives = list(dict.fromkeys(self.native(int(k)) for k in ks))[:3]
+        """The first three distinct of working slices ``ks`` (most telling first), inferior to superior."""
+        natives = sorted(list(dict.fromkeys(self.native(int(k)) for k in ks))[:3], key=self.mm)
         return tuple(natives), tuple(self.mm(i) for i in natives)
 
 
@@ -213,7 +214,7 @@ def _leak(
     work: np.ndarray, hu: np.ndarray | None, voxel_ml: float, axial: _Axial, regrowth_fraction: float
 ) -> tuple[MaskFinding | None, int | None]:
     """The leak finding (or None) and the lowest working slice the leak reaches."""
-    evidence, slices, lowest = [], [], None
+    evidence, slices, extra, lowest = [], [], [], None
     if hu is not None:
         interior = ndimage.binary_erosion(work, structure=_IN_PLANE)  # blocks not averaged with the skull
         air = interior & (hu < AIR_HU)
@@ -224,7 +225,8 @@ def _leak(
             rows = np.flatnonzero(per_slice)
             parts = [f"{v:.0f} mL of {name}" for v, name in ((air_ml, "air"), (fat_ml, "fat")) if v >= 0.5]
             evidence.append(f"it holds {' and '.join(parts)} in {axial.describe(int(rows[0]), int(rows[-1]))}")
-            slices += [int(np.argmax(per_slice)), int(rows[0]), int(rows[-1])]
+            slices.append(int(np.argmax(per_slice)))
+            extra += [int(rows[-1]), int(rows[0])]
             lowest = int(rows[0])
     areas = np.count_nonzero(work, axis=(0, 1)).astype(np.float64)
     width = max(1, int(round(_PROFILE_SMOOTH_MM / axial.slab_mm)))
@@ -245,11 +247,12 @@ def _leak(
                 f"{regrowth[deepest] / smooth.max():.0%} of its largest cross section in "
                 f"{axial.describe(int(wide[0]), int(wide[-1]))}"
             )
-            slices += [waist, deepest]
+            slices.append(deepest)
+            extra.insert(0, waist)
             lowest = int(wide[0]) if lowest is None else min(lowest, int(wide[0]))
     if not evidence:
         return None, None
-    picked, mm = axial.pick(*slices)
+    picked, mm = axial.pick(*slices, *extra)
     message = (
         f"the mask leaks below the skull base into the face or neck: {'; '.join(evidence)}; the cranial cavity holds "
         "no air or fat (apart from post-operative air) and narrows steadily down to the foramen magnum"
