@@ -71,8 +71,8 @@ AIR_HU: float = -300.0
 FAT_HU_RANGE: tuple[float, float] = (-150.0, -50.0)
 #: Air (mL) inside the mask that flags a leak: the mastoid or a sinus alone holds a few mL; a border voxel never does.
 LEAK_AIR_ML: float = 2.0
-#: Fat (mL) inside the mask that flags a leak.
-LEAK_FAT_ML: float = 5.0
+#: Fat (mL) inside the mask that flags a leak: a right mask on a real 4 mm scan held 2 mL (orbital roof partial volume).
+LEAK_FAT_ML: float = 10.0
 #: Widening below the waist, as a fraction of the largest axial cross section, that flags a leak (about 15 cm^2).
 REGROWTH_FRACTION: float = 0.1
 #: Radius (mm) of the closing before the slice-wise filling in the shell check.
