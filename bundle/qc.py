@@ -15,6 +15,10 @@ display: axial with anterior at the top and the patient's right on the image's l
 top and the patient's right on the left, sagittal with superior at the top and anterior on the left. Letters beside
 each panel name the directions. Gantry-tilted (sheared) grids are shown on their voxel grid, not resliced.
 
+With ``findings`` (the :class:`bundle.plausibility.MaskFinding` list of the mask) that name slices, one row per
+such finding is added below: a caption with the finding's code and message, then the axial slices it names, so the
+reader sees what triggered it (the air in a leak, the hollow inside a shell).
+
 Rendering uses Pillow only (no matplotlib, no global state).
 """
 
@@ -25,6 +29,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,12 +70,14 @@ class QCPanel:
         slice_index: the voxel index of the slice along the view's normal axis (X, Y or Z).
         box: (left, top, width, height) of the panel in picture pixels.
         mm_per_pixel: the picture's scale, the same for all panels.
+        finding: the code of the finding whose row the panel is in ("" for the three main views).
     """
 
     view: str
     slice_index: int
     box: tuple[int, int, int, int]
     mm_per_pixel: float
+    finding: str = ""
 
 
 @dataclass
@@ -84,6 +91,7 @@ class QCPicture:
         volume_ml: volume of the mask in mL.
         dice: Dice against the reference, or None without one.
         title_lines: the text lines at the top.
+        finding_panels: the axial panels of the findings' rows, in order.
     """
 
     rgb: np.ndarray
@@ -92,6 +100,7 @@ class QCPicture:
     volume_ml: float
     dice: float | None = None
     title_lines: list[str] = field(default_factory=list)
+    finding_panels: list[QCPanel] = field(default_factory=list)
 
 
 def _volume(array: NdarrayOrTensor, name: str) -> np.ndarray:
@@ -159,6 +168,22 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font, max_lines: int) -> list[str]:
+    """``text`` broken at spaces into lines that fit ``width`` pixels; the last line ends in "..." if cut short."""
+    lines: list[str] = []
+    words = text.split()
+    while words and len(lines) < max_lines:
+        line = words.pop(0)
+        while words and draw.textlength(f"{line} {words[0]}", font=font) <= width:
+            line = f"{line} {words.pop(0)}"
+        lines.append(line)
+    if words:
+        while lines[-1] and draw.textlength(lines[-1] + " ...", font=font) > width:
+            lines[-1] = lines[-1].rsplit(" ", 1)[0] if " " in lines[-1] else lines[-1][:-1]
+        lines[-1] += " ..."
+    return lines
+
+
 def render_qc(
     image: NdarrayOrTensor,
     mask: NdarrayOrTensor,
@@ -170,6 +195,7 @@ def render_qc(
     window_width: float = 80.0,
     panel_size: int = 320,
     alpha: float = 0.4,
+    findings: Sequence[Any] = (),
 ) -> QCPicture:
     """Render the QC picture in memory.
 
@@ -186,12 +212,16 @@ def render_qc(
         window_width: width of the window in HU. Defaults to 80.
         panel_size: length in pixels of the largest physical extent of the volume. Defaults to 320.
         alpha: opacity of the overlay fills, in [0, 1]. Defaults to 0.4.
+        findings: plausibility findings of the mask (:class:`bundle.plausibility.MaskFinding`, or anything with
+            ``code``, ``message`` and ``slices``: Z indices of this volume). Each one naming slices adds a row with
+            its caption and those axial slices. Defaults to () (no rows).
 
     Returns:
         A :class:`QCPicture`.
 
     Raises:
-        ValueError: on mismatched shapes, a point outside the volume, bad window, size or alpha, or a missing affine.
+        ValueError: on mismatched shapes, a point or finding slice outside the volume, bad window, size or alpha, or
+            a missing affine.
 
     Example:
         >>> pic = render_qc(ct, mask, affine, case_name="case_001")  # doctest: +SKIP
@@ -214,6 +244,10 @@ def render_qc(
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}.")
     affine, spacing = _geometry(image, affine_or_spacing)
+    rows = [(str(f.code), str(f.message), [int(z) for z in f.slices]) for f in findings if len(f.slices)]
+    for code, _, slices in rows:
+        if any(not 0 <= z < ct.shape[2] for z in slices):
+            raise ValueError(f"finding {code!r} names axial slices {slices} outside the volume of shape {ct.shape}.")
 
     if point is None:
         source = pred if pred.any() else ref if ref is not None and ref.any() else None
@@ -237,15 +271,15 @@ def render_qc(
     font = _font(_FONT_SIZE)
     low = window_level - window_width / 2.0
 
-    panels_rgb: dict[str, np.ndarray] = {}
-    for view, axis in zip(_VIEWS, (0, 1, 2), strict=True):
+    def render(view: str, index_value: int) -> np.ndarray:
+        axis = _VIEWS.index(view)
         index = [slice(None)] * 3
-        index[axis] = centre[axis]
+        index[axis] = index_value
         h_axis, v_axis = _VIEW_AXES[view]
         out_shape = (max(1, round(extents[v_axis] / scale)), max(1, round(extents[h_axis] / scale)))
 
-        def show(volume: np.ndarray, h_axis=h_axis, v_axis=v_axis, out_shape=out_shape, index=tuple(index)):
-            return _resample_nearest(_display(volume[index]), out_shape, spacing[v_axis], spacing[h_axis], scale)
+        def show(volume: np.ndarray) -> np.ndarray:
+            return _resample_nearest(_display(volume[tuple(index)]), out_shape, spacing[v_axis], spacing[h_axis], scale)
 
         grey = np.clip((show(ct) - low) / window_width, 0.0, 1.0) * 255.0
         rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
@@ -258,7 +292,9 @@ def render_qc(
             _blend(rgb, p & r, QC_COLOURS["tp"], alpha)
             _blend(rgb, r & ~p, QC_COLOURS["fn"], alpha)
             _blend(rgb, p & ~r, QC_COLOURS["fp"], alpha)
-        panels_rgb[view] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+    panels_rgb = {view: render(view, centre[axis]) for axis, view in enumerate(_VIEWS)}
 
     title = [case_name or "(unnamed case)"]
     volume_line = f"Intracranial volume: {volume_ml:.1f} mL"
@@ -269,10 +305,17 @@ def render_qc(
         f"sagittal x={centre[0]}, coronal y={centre[1]}, axial z={centre[2]}   shape {ct.shape}   spacing "
         f"{spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm   window L{window_level:g} W{window_width:g}"
     )
+    if findings:
+        title.append("findings: " + ", ".join(str(f.code) for f in findings))
     line_height = _FONT_SIZE + 5
     header = 8 + line_height * (len(title) + (1 if ref is not None else 0))
     width = sum(rgb.shape[1] + 2 * _MARGIN for rgb in panels_rgb.values())
-    height = header + max(rgb.shape[0] for rgb in panels_rgb.values()) + 2 * _MARGIN
+    main_height = max(rgb.shape[0] for rgb in panels_rgb.values()) + 2 * _MARGIN
+    axial_h, axial_w = panels_rgb["axial"].shape[:2]
+    caption_height = 2 * line_height + 4  # two lines of the finding's message
+    row_height = caption_height + axial_h + 2 * _MARGIN
+    width = max([width] + [len(slices) * (axial_w + 2 * _MARGIN) for _, _, slices in rows])
+    height = header + main_height + row_height * len(rows)
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
     draw = ImageDraw.Draw(canvas)
     for i, line in enumerate(title):
@@ -301,6 +344,22 @@ def render_qc(
         panels[view] = QCPanel(view=view, slice_index=int(centre[axis]), box=(x0, y0, w, h), mm_per_pixel=scale)
         left += w + 2 * _MARGIN
 
+    finding_panels: list[QCPanel] = []
+    for number, (code, message, slices) in enumerate(rows):
+        top = header + main_height + number * row_height
+        draw.line((0, top + 1, width, top + 1), fill=(90, 90, 90))
+        for i, line in enumerate(_wrap(f"{code}: {message}", width - 16, draw, font, 2)):
+            draw.text((8, top + 4 + i * line_height), line, fill=(255, 200, 80), font=font)
+        left = 0
+        for z in slices:
+            x0, y0 = left + _MARGIN, top + caption_height + _MARGIN
+            canvas.paste(Image.fromarray(render("axial", z), mode="RGB"), (x0, y0))
+            draw.text(
+                (x0 + axial_w // 2, y0 - _MARGIN // 2), f"axial z={z}", fill=(255, 255, 0), font=font, anchor="mm"
+            )
+            finding_panels.append(QCPanel("axial", z, (x0, y0, axial_w, axial_h), scale, finding=code))
+            left += axial_w + 2 * _MARGIN
+
     return QCPicture(
         rgb=np.asarray(canvas),
         panels=panels,
@@ -308,6 +367,7 @@ def render_qc(
         volume_ml=volume_ml,
         dice=dice,
         title_lines=title,
+        finding_panels=finding_panels,
     )
 
 

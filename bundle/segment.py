@@ -15,7 +15,10 @@ Per case ``NAME`` it writes into OUTPUT, each file atomically (temporary file, t
 - ``NAME_qc.png`` (``qc=True``): the QC picture (:mod:`bundle.qc`), with ``reference`` the agreement overlay;
 - ``NAME_report.json``: written last; its presence marks the case as finished, so a rerun skips it.
 
-and ``summary.csv`` over all cases.
+and ``summary.csv`` over all cases. Every mask is checked for plausibility (:func:`bundle.plausibility.check_mask`,
+on the RAS mask and HU image): the findings are logged, listed in the report (``warnings``, ``findings``) and in the
+summary (``warning_codes``), and drawn in the QC picture; a case with a finding that questions the mask itself is
+still written, with status ``needs_review`` instead of ``done``.
 """
 
 from __future__ import annotations
@@ -41,14 +44,27 @@ from bundle.io.errors import CTInputError
 from bundle.segment_inputs import SeriesInput, SkippedSeries, find_series
 from bundle.utils import atomic_output, atomic_write_text
 
-__all__ = ["SegmentError", "SeriesResult", "segment", "build_report", "REPORT_SUFFIX"]
+__all__ = ["SegmentError", "SeriesResult", "segment", "build_report", "REPORT_SUFFIX", "FINISHED_STATUSES"]
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Suffix of the per-case JSON report, the file written last.
 REPORT_SUFFIX = "_report.json"
-_SUMMARY_FIELDS = ["name", "status", "source", "volume_ml", "num_slices", "spacing_mm", "seconds", "error", "warnings"]
+_SUMMARY_FIELDS = [
+    "name",
+    "status",
+    "source",
+    "volume_ml",
+    "num_slices",
+    "spacing_mm",
+    "seconds",
+    "error",
+    "warning_codes",
+    "warnings",
+]
+#: Report statuses of a finished case: segmented, and segmented with a plausibility finding a reader should check.
+FINISHED_STATUSES = ("done", "needs_review")
 
 
 class SegmentError(ValueError):
@@ -62,7 +78,8 @@ class SeriesResult:
     Attributes:
         name: the case name (prefix of its output files).
         source: the input file or series folder.
-        status: "done" (segmented now), "skipped" (finished by an earlier run), or "failed".
+        status: "done" (segmented now), "needs_review" (segmented now, with a plausibility finding that questions the
+            mask: check the QC picture), "skipped" (finished by an earlier run), or "failed".
         error: why it failed ("" otherwise).
         volume_ml: intracranial volume in mL (None if failed).
         report: path of the JSON report (None if failed).
@@ -190,6 +207,7 @@ def build_report(
     pipeline_info: dict,
     warnings_list: Sequence[str],
     files: Sequence[str],
+    findings: Sequence[dict] = (),
 ) -> dict:
     """The per-case JSON report (a pure function of its arguments).
 
@@ -203,6 +221,8 @@ def build_report(
         pipeline_info: model, preset, weights, device, bundle and library versions.
         warnings_list: warnings raised while processing.
         files: output files written, relative to OUTPUT.
+        findings: the mask's plausibility findings (:meth:`bundle.plausibility.MaskFinding.to_dict`); any with
+            ``review`` set makes the status "needs_review". Defaults to ().
 
     Returns:
         A JSON-serialisable dict.
@@ -211,9 +231,10 @@ def build_report(
         >>> report = build_report(case=case, mask_shape=(64, 64, 24), ...)  # doctest: +SKIP
     """
     spacing = _spacing(mask_affine)
+    findings = [dict(f) for f in findings]
     report = {
         "name": case.name,
-        "status": "done",
+        "status": "needs_review" if any(f.get("review", True) for f in findings) else "done",
         "source": str(case.path),
         "format": str(meta.get("ct_format", "nifti")),
         "intracranial_volume_ml": round(float(volume_ml), 3),
@@ -223,6 +244,7 @@ def build_report(
         "affine": np.asarray(mask_affine, dtype=float).round(6).tolist(),
         "seconds": round(float(seconds), 3),
         "warnings": list(warnings_list),
+        "findings": findings,
         "files": list(files),
         **pipeline_info,
     }
@@ -247,7 +269,9 @@ def _finished(output: Path, name: str) -> dict | None:
         report = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if report.get("status") != "done" or not all((output / f).is_file() for f in report.get("files", [])):
+    if report.get("status") not in FINISHED_STATUSES or not all(
+        (output / f).is_file() for f in report.get("files", [])
+    ):
         return None
     return report
 
@@ -316,7 +340,7 @@ def _segment_one(
     from monai.data import MetaTensor
     from monai.transforms import Orientation
 
-    from bundle.plausibility import mask_warnings
+    from bundle.plausibility import check_mask
     from bundle.postprocessing import intracranial_volume_ml
 
     start = time.perf_counter()
@@ -343,9 +367,16 @@ def _segment_one(
     logger.info("wrote %s", mask_path)
     files.append(mask_path.name)
     volume = intracranial_volume_ml(native, affine)
-    for text in mask_warnings(native, affine, volume_ml=volume):
-        messages.append(text)
-        logger.warning("%s: %s", case.name, text)
+    # the checks and the QC picture work on the RAS arrays (slice indices of the picture's axial views)
+    labels = (("L", "R"), ("P", "A"), ("I", "S"))
+    orient = Orientation(axcodes="RAS", labels=labels)
+    mask_ras = orient(MetaTensor(torch.from_numpy(native)[None], affine=torch.as_tensor(affine)))
+    hu = hu_ras.numpy()[0]
+    findings = check_mask(mask_ras.numpy()[0], hu_ras.affine.numpy(), hu, volume_ml=volume)
+    for finding in findings:
+        if finding.message not in messages:
+            messages.append(finding.message)
+            logger.warning("%s: %s: %s", case.name, finding.code, finding.message)
 
     if dicom_seg:
         if meta.get("ct_format") != "dicom":
@@ -382,9 +413,6 @@ def _segment_one(
     if qc:
         from bundle.qc import save_qc_png
 
-        labels = (("L", "R"), ("P", "A"), ("I", "S"))
-        orient = Orientation(axcodes="RAS", labels=labels)
-        mask_ras = orient(MetaTensor(torch.from_numpy(native)[None], affine=torch.as_tensor(affine)))
         ref_ras = None
         if ref is not None:
             ref_ras = orient(MetaTensor(torch.from_numpy(ref.astype(np.uint8))[None], affine=torch.as_tensor(affine)))
@@ -392,11 +420,12 @@ def _segment_one(
         qc_path = output / f"{case.name}_qc.png"
         save_qc_png(
             qc_path,
-            hu_ras.numpy()[0],
+            hu,
             mask_ras.numpy()[0],
             hu_ras.affine.numpy(),
             reference=ref_ras,
             case_name=case.name,
+            findings=findings,
         )  # logs the file written
         files.append(qc_path.name)
 
@@ -411,12 +440,13 @@ def _segment_one(
         pipeline_info=pipeline_info,
         warnings_list=messages,
         files=files,
+        findings=[f.to_dict() for f in findings],
     )
     report.update(agreement)
     report_path = output / f"{case.name}{REPORT_SUFFIX}"
     atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
     logger.info("wrote %s", report_path)
-    return SeriesResult(case.name, str(case.path), "done", "", float(volume), report_path, report)
+    return SeriesResult(case.name, str(case.path), report["status"], "", float(volume), report_path, report)
 
 
 def _write_summary(output: Path, results: Sequence[SeriesResult], skipped: Sequence[SkippedSeries]) -> Path:
@@ -435,6 +465,7 @@ def _write_summary(output: Path, results: Sequence[SeriesResult], skipped: Seque
                 "spacing_mm": " ".join(f"{v:g}" for v in data.get("spacing_mm", [])),
                 "seconds": data.get("seconds", ""),
                 "error": r.error,
+                "warning_codes": ";".join(f.get("code", "") for f in data.get("findings", [])),
                 "warnings": " | ".join(data.get("warnings", [])),
             }
         )
@@ -561,9 +592,10 @@ def segment(
     _write_summary(output, results, skipped)
     failed = [r for r in results if r.status == "failed"]
     logger.info(
-        "%d case(s): %d segmented, %d already done, %d failed; %d non-CT series skipped",
+        "%d case(s): %d segmented (%d of them need review), %d already done, %d failed; %d non-CT series skipped",
         len(results),
-        sum(r.status == "done" for r in results),
+        sum(r.status in FINISHED_STATUSES for r in results),
+        sum(r.status == "needs_review" for r in results),
         sum(r.status == "skipped" for r in results),
         len(failed),
         len(skipped),

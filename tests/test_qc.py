@@ -114,6 +114,31 @@ def test_tensor_inputs_with_channel(kind):
     assert r > b + 60 and g > b + 30  # orange fill over grey
 
 
+def test_findings_that_name_slices_add_a_row_of_those_axial_slices():
+    from bundle.plausibility import MaskFinding
+
+    ct = _ct()
+    ct[30:36, 38:44, 2] = -1000.0  # a black marker in slice 2 only
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[10:31, 12:37, 3:10] = 1
+    plain = render_qc(ct, mask, SPACING, panel_size=96)
+    leak = MaskFinding("leak", "the mask leaks below the skull base " + "into the neck " * 30, (2, 9), (-70.0, -40.0))
+    volume = MaskFinding("volume", "intracranial volume 5 mL is outside the usual 900-2100 mL")
+    picture = render_qc(ct, mask, SPACING, panel_size=96, findings=[volume, leak])
+    assert plain.finding_panels == [] and plain.rgb.shape[1] == picture.rgb.shape[1]
+    axial_h = picture.panels["axial"].box[3]
+    assert picture.rgb.shape[0] > plain.rgb.shape[0] + axial_h  # one row (a finding without slices adds none)
+    assert picture.title_lines[-1] == "findings: volume, leak"
+    assert [(p.finding, p.slice_index) for p in picture.finding_panels] == [("leak", 2), ("leak", 9)]
+    assert all(p.box[1] >= plain.rgb.shape[0] for p in picture.finding_panels)  # below the main views
+    for panel, visible in zip(picture.finding_panels, (True, False), strict=True):
+        left, top, width, height = panel.box
+        crop = picture.rgb[top : top + height, left : left + width].astype(int)
+        assert np.all(crop == 0, axis=-1).any() == visible  # each panel shows its own slice
+    with pytest.raises(ValueError, match="outside the volume"):
+        render_qc(ct, mask, SPACING, findings=[MaskFinding("leak", "x", (12,))])
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

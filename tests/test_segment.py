@@ -19,6 +19,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from PIL import Image
 from test_io_dicom import BAD_INPUTS
 from test_io_nifti import BAD_NIFTI
 
@@ -28,7 +29,7 @@ from bundle.io import CTImageReader, CTInputError, resample_to_source_slices
 from bundle.io.writers import write_ct_dicom_series, write_nifti
 from bundle.metrics import dice_score
 from bundle.postprocessing import intracranial_volume_ml
-from bundle.segment import REPORT_SUFFIX, SegmentError, segment
+from bundle.segment import FINISHED_STATUSES, REPORT_SUFFIX, SegmentError, segment
 from bundle.segment_inputs import find_series
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,11 @@ def tiny_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     torch.save(network.state_dict(), path)
     return path
+
+
+def segmented(results) -> list[str]:
+    """Each case's status, with "done" and "needs_review" (the random network's masks get findings) as "ok"."""
+    return ["ok" if getattr(r, "status", r) in FINISHED_STATUSES else getattr(r, "status", r) for r in results]
 
 
 def run(input_path, output, weights, **kwargs):
@@ -82,7 +88,7 @@ def test_nifti_mask_has_the_input_shape_and_affine(tmp_path, tiny_weights, layou
     write_nifti(label, affine, tmp_path / "case_label.nii.gz", dtype=np.uint8)
     results = run(source, tmp_path / "out", tiny_weights, reference=tmp_path / "case_label.nii.gz")
 
-    assert [r.status for r in results] == ["done"]
+    assert segmented(results) == ["ok"]
     header = nib.load(str(source))
     mask = nib.load(str(tmp_path / "out" / "case_mask.nii.gz"))
     assert mask.shape == header.shape
@@ -102,7 +108,7 @@ def test_nifti_mask_has_the_input_shape_and_affine(tmp_path, tiny_weights, layou
     assert report["dice_vs_reference"] == (None if np.isnan(dice) else pytest.approx(dice, abs=1e-5))
     assert all((tmp_path / "out" / f).is_file() for f in report["files"])
     rows = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
-    assert [(r["name"], r["status"]) for r in rows] == [("case", "done")]
+    assert [(r["name"], r["status"]) for r in rows] == [("case", results[0].status)]
     assert not list((tmp_path / "out").glob(".*tmp*"))  # no temporary files left behind
 
 
@@ -115,7 +121,7 @@ def test_dicom_mask_geometry_and_dicom_seg_read_back(tmp_path, tiny_weights, til
         p.image, p.affine, tmp_path / "in" / "series", gantry_tilt_deg=tilt_deg, series_description="head"
     )
     results = run(tmp_path / "in" / "series", tmp_path / "out", tiny_weights, dicom_seg=True, qc=False)
-    assert [r.status for r in results] == ["done"]
+    assert segmented(results) == ["ok"]
 
     reader = CTImageReader()  # the loader's native grid for the series
     native, meta = reader.get_data(reader.read(tmp_path / "in" / "series"))
@@ -209,17 +215,18 @@ def test_interrupted_run_resumes_without_redoing_or_losing_work(tmp_path, tiny_w
     mtimes = {f: (out / f).stat().st_mtime_ns for f in finished}
 
     results = run(tmp_path / "in", out, tiny_weights)
-    assert [(r.name, r.status) for r in results] == [("case0", "skipped"), ("case1", "done"), ("case2", "done")]
+    assert [r.name for r in results] == ["case0", "case1", "case2"]
+    assert segmented(results) == ["skipped", "ok", "ok"]
     assert {f: (out / f).stat().st_mtime_ns for f in finished} == mtimes  # not redone
     for name in ("case0", "case1", "case2"):
         report = json.loads((out / f"{name}{REPORT_SUFFIX}").read_text())
         assert all((out / f).is_file() for f in report["files"])
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert [r["status"] for r in rows] == ["skipped", "done", "done"]
+    assert segmented(r["status"] for r in rows) == ["skipped", "ok", "ok"]
     assert rows[0]["volume_ml"] != ""
 
     results = run(tmp_path / "in", out, tiny_weights, overwrite=True, qc=False)
-    assert [r.status for r in results] == ["done"] * 3
+    assert segmented(results) == ["ok"] * 3
     assert (out / "case0_mask.nii.gz").stat().st_mtime_ns != mtimes["case0_mask.nii.gz"]
 
 
@@ -229,8 +236,8 @@ def test_one_bad_case_is_reported_and_the_rest_segmented(tmp_path, tiny_weights)
     bad[1, 1, 1] = np.nan
     nib.save(nib.Nifti1Image(bad, np.eye(4)), str(tmp_path / "in" / "broken.nii.gz"))
     results = run(tmp_path / "in", tmp_path / "out", tiny_weights, qc=False)
-    status = {r.name: r.status for r in results}
-    assert status == {"broken": "failed", "case0": "done", "case1": "done", "case2": "done"}
+    status = dict(zip((r.name for r in results), segmented(results), strict=True))
+    assert status == {"broken": "failed", "case0": "ok", "case1": "ok", "case2": "ok"}
     failed = next(r for r in results if r.status == "failed")
     assert "broken.nii.gz" in failed.error and "NaN" in failed.error
     assert not (tmp_path / "out" / f"broken{REPORT_SUFFIX}").exists()
@@ -317,7 +324,7 @@ def test_two_series_sharing_a_folder_in_a_tree_are_segmented_separately(tmp_path
     second = write_ct_dicom_series(p.image, p.affine, tmp_path / "b", series_description="b", seed=1)
     second = [f.rename(folder / f"b_{f.name}") for f in second]
     results = run(tmp_path / "tree", tmp_path / "out", tiny_weights, dicom_seg=True, qc=False)
-    assert [r.status for r in results] == ["done", "done"]
+    assert segmented(results) == ["ok", "ok"]
     referenced = set()
     for r in results:
         seg = pydicom.dcmread(tmp_path / "out" / f"{r.name}_seg.dcm")
@@ -329,8 +336,11 @@ def test_two_series_sharing_a_folder_in_a_tree_are_segmented_separately(tmp_path
     assert sorted(f.name for f in folder.iterdir()) == sorted(f.name for f in first + second)
 
 
-def test_report_carries_the_mask_plausibility_warnings(tmp_path, tiny_weights):
-    from bundle.plausibility import mask_warnings
+def test_report_carries_the_mask_plausibility_findings(tmp_path, tiny_weights):
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation
+
+    from bundle.plausibility import check_mask
 
     p = phantom(5)
     source = tmp_path / "in" / "case.nii.gz"
@@ -338,8 +348,49 @@ def test_report_carries_the_mask_plausibility_warnings(tmp_path, tiny_weights):
     run(source, tmp_path / "out", tiny_weights, qc=False)
     report = json.loads((tmp_path / "out" / f"case{REPORT_SUFFIX}").read_text())
     written = nib.load(tmp_path / "out" / "case_mask.nii.gz")
-    expected = mask_warnings(np.asarray(written.dataobj), written.affine)
+    ras = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
+    mask = ras(MetaTensor(torch.from_numpy(np.asarray(written.dataobj))[None], affine=torch.as_tensor(written.affine)))
+    image = ras(MetaTensor(torch.from_numpy(p.image.astype(np.float32))[None], affine=torch.as_tensor(p.affine)))
+    expected = check_mask(mask.numpy()[0], mask.affine.numpy(), image.numpy()[0])
     assert expected  # the seeded random tiny network gives an implausible mask: the check has something to report
-    assert all(text in report["warnings"] for text in expected)
+    assert report["findings"] == [f.to_dict() for f in expected]
+    assert all(f.message in report["warnings"] for f in expected)
+    assert report["status"] == ("needs_review" if any(f.review for f in expected) else "done")
     rows = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
     assert rows[0]["warnings"] == " | ".join(report["warnings"])
+    assert rows[0]["warning_codes"] == ";".join(f.code for f in expected)
+    assert rows[0]["status"] == report["status"]
+
+
+def test_suspect_mask_is_written_flagged_for_review_and_drawn(tmp_path, tiny_weights, monkeypatch, caplog):
+    import bundle.plausibility
+    from bundle.plausibility import MaskFinding
+
+    leak = MaskFinding("leak", "the mask leaks below the skull base into the face or neck", (1, 3), (-60.0, -50.0))
+    cut = MaskFinding("cut_bottom", "the mask reaches the bottom axial slice (the scan's edge)", (0,), (-65.0,))
+    monkeypatch.setattr(bundle.plausibility, "check_mask", lambda *args, **kwargs: [leak, cut])
+    p = phantom(5)
+    source = tmp_path / "in" / "case.nii.gz"
+    write_nifti(p.image, p.affine, source, dtype=np.int16)
+    with caplog.at_level("WARNING", logger="bundle.segment"):
+        results = run(source, tmp_path / "out", tiny_weights)
+    assert [r.status for r in results] == ["needs_review"]
+    report = results[0].report_data
+    assert report["status"] == "needs_review" and [f["code"] for f in report["findings"]] == ["leak", "cut_bottom"]
+    assert report["findings"][0]["slices"] == [1, 3] and report["findings"][0]["slices_mm"] == [-60.0, -50.0]
+    assert sum(leak.message in r.getMessage() for r in caplog.records) == 1  # logged once, with its code
+    assert any(r.getMessage().startswith("case: leak: ") for r in caplog.records)
+    rows = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
+    assert rows[0]["status"] == "needs_review" and rows[0]["warning_codes"] == "leak;cut_bottom"
+    with Image.open(tmp_path / "out" / "case_qc.png") as png:
+        height = png.size[1]
+    monkeypatch.setattr(bundle.plausibility, "check_mask", lambda *args, **kwargs: [])
+    plain = run(source, tmp_path / "plain", tiny_weights)
+    assert [r.status for r in plain] == ["done"] and plain[0].report_data["findings"] == []
+    with Image.open(tmp_path / "plain" / "case_qc.png") as png:
+        assert height > png.size[1] + 200  # two rows of axial slices (panels of about 160 px at the default size)
+    # a case needing review is finished: a rerun skips it and keeps its codes in the summary
+    again = run(source, tmp_path / "out", tiny_weights)
+    assert [r.status for r in again] == ["skipped"]
+    rows = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
+    assert rows[0]["warning_codes"] == "leak;cut_bottom"
