@@ -173,9 +173,7 @@ def hausdorff_distance_95_mm(
 
 
 def case_metrics(
-    pred: NdarrayOrTensor,
-    ref: NdarrayOrTensor,
-    spacing: NdarrayOrTensor | Sequence[float] | float | None = None,
+    pred: NdarrayOrTensor, ref: NdarrayOrTensor, spacing: NdarrayOrTensor | Sequence[float] | float | None = None
 ) -> dict[str, float]:
     """Dice and HD95 (mm) of one case.
 

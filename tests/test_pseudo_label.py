@@ -59,10 +59,7 @@ def synthetic_head(shape=SMALL[0], spacing=SMALL[1], seed=0, noise_hu=5.0):
     return ct, cavity.astype(np.uint8), affine, parts
 
 
-@pytest.mark.parametrize(
-    "shape, spacing",
-    [SMALL, ((96, 108, 32), (2.0, 2.0, 5.0)), ((48, 56, 80), (4.0, 4.0, 2.0))],
-)
+@pytest.mark.parametrize("shape, spacing", [SMALL, ((96, 108, 32), (2.0, 2.0, 5.0)), ((48, 56, 80), (4.0, 4.0, 2.0))])
 def test_synthetic_heads(shape, spacing):
     ct, label, affine, parts = synthetic_head(shape, spacing)
     mask = pseudo_label_cranial_cavity(ct, affine)

@@ -109,13 +109,7 @@ def benchmark_augmentation(
         rows = []
         for method, keys, function, n, warm_up in (
             ("RandRotateTranslated (ours)", "image+label (binary)", lambda: ours(data), repeats, True),
-            (
-                "RandRotateTranslated (ours)",
-                "image+label (nearest)",
-                lambda: ours_nearest(data),
-                repeats,
-                True,
-            ),
+            ("RandRotateTranslated (ours)", "image+label (nearest)", lambda: ours_nearest(data), repeats, True),
             ("RandRotateTranslated (ours)", "image", lambda: ours_image({"image": data["image"]}), repeats, True),
             ("RandRotateTranslated (ours)", "label", lambda: ours_label({"label": data["label"]}), repeats, True),
             (

@@ -125,12 +125,7 @@ def make_acquisition(
     # n . o = first_plane  with  n = (0, -sin t, cos t)
     oz = (first_plane_mm + oy * np.sin(t)) / np.cos(t)
     affine = np.array(
-        [
-            [p, 0.0, 0.0, ox],
-            [0.0, p * np.cos(t), 0.0, oy],
-            [0.0, p * np.sin(t), step, oz],
-            [0.0, 0.0, 0.0, 1.0],
-        ]
+        [[p, 0.0, 0.0, ox], [0.0, p * np.cos(t), 0.0, oy], [0.0, p * np.sin(t), step, oz], [0.0, 0.0, 0.0, 1.0]]
     )
     return Acquisition(
         in_plane_size=int(in_plane_size),

@@ -26,15 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "ATLAS_FILENAME",
-    "CSF_HU",
-    "LANDMARKS",
-    "Template",
-    "atlas_path",
-    "get_template",
-    "load_atlas",
-]
+__all__ = ["ATLAS_FILENAME", "CSF_HU", "LANDMARKS", "Template", "atlas_path", "get_template", "load_atlas"]
 
 logger = logging.getLogger(__name__)
 

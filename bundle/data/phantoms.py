@@ -383,13 +383,14 @@ def _acquire(
     ii, jj = np.meshgrid(np.arange(n) - c, np.arange(n) - c, indexing="ij")
     outside = (ii**2 + jj**2) > (n / 2.0) ** 2
     kernel_strength = float(artefact_rng.random())
+    streak_seed = int(artefact_rng.integers(2**31))
     for k0, k1, chunk in resample_to_acquisition(hu, grid, acq):
         for kk in range(k0, k1):
             plane_hu = chunk[kk - k0]
             pixel = acq.pixel_spacing_mm
             if draw.beam_hardening and -20.0 < plane[kk] - s_fm < 45.0:  # the dense bones of the skull base
                 beam_hardening(plane_hu, pixel, artefact_rng)
-            metal_streaks(plane_hu, pixel, artefact_rng)
+            metal_streaks(plane_hu, pixel, np.random.default_rng(streak_seed))
             if sd > 0:
                 plane_hu += np.float32(profile[kk]) * apply_slice_noise(bank, draws[kk])
             if draw.bone_kernel:

@@ -110,10 +110,7 @@ def _pixel_to_ras(ds: pydicom.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def frames_from_volume(
-    mask: NdarrayOrTensor,
-    affine: NdarrayOrTensor,
-    source_datasets: Sequence[pydicom.Dataset],
-    tolerance: float = 0.05,
+    mask: NdarrayOrTensor, affine: NdarrayOrTensor, source_datasets: Sequence[pydicom.Dataset], tolerance: float = 0.05
 ) -> np.ndarray:
     """Cut a mask on the series' own voxel grid into one DICOM frame per source slice.
 
@@ -249,9 +246,7 @@ def write_dicom_seg(
         segmented_property_type=CRANIAL_CAVITY_TYPE,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=algorithm_name,
-            family=ALGORITHM_FAMILIES[algorithm_family],
-            version=algorithm_version or __version__,
+            name=algorithm_name, family=ALGORITHM_FAMILIES[algorithm_family], version=algorithm_version or __version__
         ),
         display_color=hd.color.CIELabColor.from_rgb(255, 165, 0),
     )

@@ -78,11 +78,7 @@ def _cast(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
 
 
 def write_nifti(
-    array: np.ndarray,
-    affine: np.ndarray,
-    path: str | os.PathLike,
-    *,
-    dtype: np.dtype | str | type | None = None,
+    array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, *, dtype: np.dtype | str | type | None = None
 ) -> Path:
     """Write a 3D (or 4D) array as a NIfTI-1 file with its RAS affine, atomically.
 

@@ -20,13 +20,7 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
-__all__ = [
-    "load_intensity_stats",
-    "ZScoreNormalize",
-    "ZScoreNormalized",
-    "ZScoreNormalizeD",
-    "ZScoreNormalizeDict",
-]
+__all__ = ["load_intensity_stats", "ZScoreNormalize", "ZScoreNormalized", "ZScoreNormalizeD", "ZScoreNormalizeDict"]
 
 
 def load_intensity_stats(path: str | os.PathLike) -> tuple[float, float]:
