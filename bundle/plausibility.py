@@ -210,6 +210,25 @@ def _shell(work: np.ndarray, spacing: np.ndarray, axial: _Axial, coverage_limit:
     )
 
 
+def _leaked_air(interior: np.ndarray, mask: np.ndarray, air: np.ndarray) -> np.ndarray:
+    """The air inside the mask that speaks for a leak, not for post-operative air.
+
+    Post-operative air (pneumocephalus) is a pocket enclosed by the cavity, in its upper and front part (it rises in
+    a supine patient). Air the mask took from the pharynx, mouth, sinuses or mastoid continues outside the mask, or
+    lies in the lowest quarter of the mask's height, where the skull base is. Air pockets that do neither are left out.
+    """
+    inside = interior & air
+    if not inside.any():
+        return inside
+    labels, _ = ndimage.label(air)
+    outside = np.unique(labels[air & ~mask])
+    open_to_outside = np.isin(labels, outside[outside > 0]) & inside
+    rows = np.flatnonzero(mask.any(axis=(0, 1)))
+    low = np.zeros(mask.shape[2], dtype=bool)
+    low[: rows[0] + max(1, (rows[-1] - rows[0] + 1) // 4)] = True
+    return open_to_outside | (inside & low[None, None, :])
+
+
 def _leak(
     work: np.ndarray, hu: np.ndarray | None, voxel_ml: float, axial: _Axial, regrowth_fraction: float
 ) -> tuple[MaskFinding | None, int | None]:
@@ -217,7 +236,7 @@ def _leak(
     evidence, slices, extra, lowest = [], [], [], None
     if hu is not None:
         interior = ndimage.binary_erosion(work, structure=_IN_PLANE)  # blocks not averaged with the skull
-        air = interior & (hu < AIR_HU)
+        air = _leaked_air(interior, work, hu < AIR_HU)
         fat = interior & (hu >= FAT_HU_RANGE[0]) & (hu <= FAT_HU_RANGE[1])
         air_ml, fat_ml = np.count_nonzero(air) * voxel_ml, np.count_nonzero(fat) * voxel_ml
         if air_ml >= LEAK_AIR_ML or fat_ml >= LEAK_FAT_ML:

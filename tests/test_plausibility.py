@@ -112,6 +112,19 @@ def test_shell_is_flagged_with_its_slices(head):
     assert check_mask(parts["cavity"], affine, image) == []
 
 
+def test_post_operative_air_enclosed_in_the_cavity_is_not_a_leak(head):
+    """Pneumocephalus: a frontal air pocket (about 14 mL) inside a right mask; the pharynx leak still fires beside it."""
+    image, affine, parts = head
+    x, y, z = parts["x"], parts["y"], parts["z"]
+    pocket = parts["cavity"] & ((x / 25) ** 2 + ((y - 62) / 10) ** 2 + ((z - 20) / 12) ** 2 <= 1.0)
+    with_air = image.copy()
+    with_air[pocket] = -1000.0
+    assert pocket.sum() * 8e-3 > 10  # mL at 2 mm voxels
+    assert check_mask(parts["cavity"], affine, with_air) == []
+    leaked = check_mask(parts["cavity"] | parts["pharynx"], affine, with_air, volume_range_ml=(0, 1e6))
+    assert _codes(leaked) == ["leak"]
+
+
 def test_leak_into_the_air_filled_pharynx(head):
     image, affine, parts = head
     # the pharynx and its way up through the skull base (z < -50 mm) into the cavity

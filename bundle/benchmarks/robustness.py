@@ -126,7 +126,7 @@ STRESS_FACTORS: dict[str, tuple[str, dict, list[dict]]] = {
     "head_size_atrophy": (
         "child's head, large head, severe atrophy",
         {},
-        [{"head_scale": 0.84}, {"head_scale": 1.16}, {"anatomy": {"atrophy": 1.0}}, {"anatomy": {"atrophy": 0.8}}],
+        [{"head_scale": 0.84}, {"head_scale": 1.12}, {"anatomy": {"atrophy": 1.0}}, {"anatomy": {"atrophy": 0.8}}],
     ),
     "bleeds": (
         "large subdural, hygroma, large haemorrhage",

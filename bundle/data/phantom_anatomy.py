@@ -26,8 +26,8 @@ at template landmarks:
 Patient factors of :class:`AnatomyParams` (drawn by :func:`draw_anatomy_params`; force any of them with
 ``make_phantom(seed, anatomy={name: value})``):
 
-- ``scale``: per-axis head scale; isotropic part 10% children U(0.82, 0.90), 10% large U(1.10, 1.18), else
-  U(0.92, 1.09) (``make_phantom(head_scale=...)`` sets it),
+- ``scale``: per-axis head scale; isotropic part 10% children U(0.82, 0.90), 10% large U(1.09, 1.13) (a cavity
+  up to about 1950 mL, the top of the adult range), else U(0.92, 1.09) (``make_phantom(head_scale=...)`` sets it),
 - ``atrophy`` in [0, 1] (0 for 30%, else Beta(1.2, 3.5)),
 - ``teeth_present`` (32 booleans, upper then lower; sometimes edentulous), ``tooth_hu`` (dentine HU),
 - ``dental_metal`` (True with probability 0.4), ``metal_teeth`` (32 booleans, 1-8 True), ``metal_style`` (32 values
@@ -232,7 +232,7 @@ def draw_anatomy_params(rng: np.random.Generator, head_scale: float | None = Non
     Args:
         rng: random generator (consumed in a fixed order).
         head_scale: isotropic head scale (default None: drawn; 10% children in U(0.82, 0.90), 10% large heads in
-            U(1.10, 1.18), else U(0.92, 1.09); the template cavity is about 1347 mL at scale 1).
+            U(1.09, 1.13), else U(0.92, 1.09); the template cavity is about 1347 mL at scale 1).
 
     Returns:
         The :class:`AnatomyParams`.
@@ -243,7 +243,7 @@ def draw_anatomy_params(rng: np.random.Generator, head_scale: float | None = Non
         True
     """
     kind, u = rng.random(), rng.random()
-    iso = 0.82 + 0.08 * u if kind < 0.1 else (1.10 + 0.08 * u if kind < 0.2 else 0.92 + 0.17 * u)
+    iso = 0.82 + 0.08 * u if kind < 0.1 else (1.09 + 0.04 * u if kind < 0.2 else 0.92 + 0.17 * u)
     if head_scale is not None:
         iso = float(head_scale)
     scale = iso * rng.uniform(0.97, 1.03, size=3)

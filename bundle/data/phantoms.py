@@ -88,7 +88,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the same seed would produce a different phantom.
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 #: HU written outside the circular reconstruction field of view.
 OUTSIDE_FOV_HU = -1024
 _HU_MAX = 3071

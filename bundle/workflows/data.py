@@ -100,7 +100,7 @@ def phantom_dataset_dir(phantom_dir: str | os.PathLike, phantoms: Mapping) -> Pa
     Example:
         >>> phantom_dataset_dir("cache/phantoms", dict(num_train=4, num_val=2, num_test=2, seed=0,
         ...                     in_plane_size=64, num_slices=24)).name
-        '4-2-2_size64_slices24_seed0_v3'
+        '4-2-2_size64_slices24_seed0_v4'
     """
     missing = [k for k in _PHANTOM_KEYS if k not in phantoms]
     unknown = [k for k in phantoms if k not in _PHANTOM_KEYS and k not in _OPTIONAL_PHANTOM_KEYS]
