@@ -113,7 +113,7 @@ def test_shell_is_flagged_with_its_slices(head):
 
 
 def test_post_operative_air_enclosed_in_the_cavity_is_not_a_leak(head):
-    """Pneumocephalus: a frontal air pocket (about 14 mL) inside a right mask; the pharynx leak still fires beside it."""
+    """Pneumocephalus: a frontal air pocket (about 14 mL) inside a right mask; a pharynx leak still fires beside it."""
     image, affine, parts = head
     x, y, z = parts["x"], parts["y"], parts["z"]
     pocket = parts["cavity"] & ((x / 25) ** 2 + ((y - 62) / 10) ** 2 + ((z - 20) / 12) ** 2 <= 1.0)
