@@ -604,6 +604,15 @@ def _remove_stale_stages(output: Path) -> None:
             logger.info("removed %s, left by an interrupted run", folder.name)
 
 
+def _remove_stale_lock(path: Path) -> None:
+    """Remove the lock of a finished case if its owner is gone (killed between the report and the release)."""
+    if path.exists():
+        try:
+            FileLock(path).acquire().release()
+        except LockHeld:
+            pass  # a live run still holds it; it releases it itself
+
+
 def _remove_case_temporaries(output: Path, name: str) -> None:
     """Remove the temporary files of ``name``'s outputs; call only while holding the case's lock."""
     for suffix in _CASE_SUFFIXES:
@@ -761,6 +770,7 @@ def _segment_cases(
             if done is not None:
                 logger.info("%s: already finished (%s), skipped", case.name, case.name + REPORT_SUFFIX)
                 results.append(_skipped(output, case, done))
+                _remove_stale_lock(output / f".{case.name}.lock")
                 continue
             lock = FileLock(output / f".{case.name}.lock")
             try:
