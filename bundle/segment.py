@@ -15,7 +15,16 @@ Per case ``NAME`` it writes into OUTPUT, each file atomically (temporary file, t
 - ``NAME_qc.png`` (``qc=True``): the QC picture (:mod:`bundle.qc`), with ``reference`` the agreement overlay;
 - ``NAME_report.json``: written last; its presence marks the case as finished, so a rerun skips it.
 
-and ``summary.csv`` over all cases. Every mask is checked for plausibility (:func:`bundle.plausibility.check_mask`,
+and ``summary.csv`` over all cases.
+
+Reliability (``docs/segment.md``): OUTPUT is created and write-tested before any work (:class:`SegmentError`
+otherwise); a case whose outputs cannot be written fails with a message and the batch goes on. A run claims each case
+with a lock file ``OUTPUT/.NAME.lock`` (pid and host), so several runs on the same OUTPUT share the work and never
+replace each other's files; a lock of a killed run is recovered. Temporary files live in OUTPUT only (hidden,
+``.NAME_*.tmp*`` and ``.segment_stage_*``) and a later run removes the ones a killed run left. An interruption raises
+:class:`SegmentInterrupted` (a ``KeyboardInterrupt``) saying what finished; a rerun resumes.
+
+Every mask is checked for plausibility (:func:`bundle.plausibility.check_mask`,
 on the RAS mask and HU image): the findings are logged, listed in the report (``warnings``, ``findings``) and in the
 summary (``warning_codes``), and drawn in the QC picture; a case with a finding that questions the mask itself is
 still written, with status ``needs_review`` instead of ``done``.
@@ -31,8 +40,9 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
+import socket
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,9 +52,19 @@ import numpy as np
 
 from bundle.io.errors import CTInputError
 from bundle.segment_inputs import SeriesInput, SkippedSeries, find_series
-from bundle.utils import atomic_output, atomic_write_text
+from bundle.utils import FileLock, LockHeld, atomic_output, atomic_write_text, pid_alive
 
-__all__ = ["SegmentError", "SeriesResult", "segment", "build_report", "REPORT_SUFFIX", "FINISHED_STATUSES"]
+__all__ = [
+    "SegmentError",
+    "SegmentInterrupted",
+    "SummaryError",
+    "SeriesResult",
+    "segment",
+    "build_report",
+    "REPORT_SUFFIX",
+    "FINISHED_STATUSES",
+    "MIN_FREE_BYTES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +85,39 @@ _SUMMARY_FIELDS = [
 ]
 #: Report statuses of a finished case: segmented, and segmented with a plausibility finding a reader should check.
 FINISHED_STATUSES = ("done", "needs_review")
+#: Free space OUTPUT needs before a run starts: a case writes 1-20 MB (mask, QC picture, DICOM SEG of a thin series).
+MIN_FREE_BYTES = 64 * 1024**2
+#: The files a case writes, by suffix: their temporary files (``.NAME<suffix>.<hex>.tmp...``) are cleaned per case.
+_CASE_SUFFIXES = ("_mask.nii.gz", "_seg.dcm", "_qc.png", REPORT_SUFFIX)
+_STAGE_PREFIX = ".segment_stage_"
+_BUNDLE_DIR = Path(__file__).resolve().parent
 
 
 class SegmentError(ValueError):
-    """An unusable call as a whole (input missing, OUTPUT inside INPUT, unknown preset, unreadable weights)."""
+    """An unusable call as a whole (input missing, OUTPUT inside INPUT or not writable, unknown preset, bad weights)."""
+
+
+class SummaryError(OSError):
+    """Every case was processed (see ``results``) but ``summary.csv`` could not be written."""
+
+    def __init__(self, message: str, results: list):
+        super().__init__(message)
+        self.results = results
+
+
+class SegmentInterrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C); ``results`` holds the cases finished before, ``remaining`` the rest.
+
+    Its message says what finished and how to resume (run the same command again: finished cases are skipped).
+    """
+
+    def __init__(self, output: Path, results: list, remaining: int):
+        self.output, self.results, self.remaining = output, results, remaining
+        finished = sum(r.status in FINISHED_STATUSES + ("skipped",) for r in results)
+        super().__init__(
+            f"interrupted: {finished} case(s) finished in {output}, {remaining} not done; run the same command "
+            "again to resume (finished cases are skipped)."
+        )
 
 
 @dataclasses.dataclass
@@ -79,7 +128,8 @@ class SeriesResult:
         name: the case name (prefix of its output files).
         source: the input file or series folder.
         status: "done" (segmented now), "needs_review" (segmented now, with a plausibility finding that questions the
-            mask: check the QC picture), "skipped" (finished by an earlier run), or "failed".
+            mask: check the QC picture), "skipped" (finished by an earlier run), "in_progress" (claimed by another
+            run that is still working on it), or "failed".
         error: why it failed ("" otherwise).
         volume_ml: intracranial volume in mL (None if failed).
         report: path of the JSON report (None if failed).
@@ -276,6 +326,11 @@ def _finished(output: Path, name: str) -> dict | None:
     return report
 
 
+def _skipped(output: Path, case: SeriesInput, done: dict) -> SeriesResult:
+    report_path = output / f"{case.name}{REPORT_SUFFIX}"
+    return SeriesResult(case.name, str(case.path), "skipped", "", done.get("intracranial_volume_ml"), report_path, done)
+
+
 def _stage(case: SeriesInput, tmp_root: Path) -> tuple[Path, dict[str, Path]]:
     """The folder to hand to the loader, and the map from its file names to the original files."""
     if case.files is None:
@@ -285,6 +340,7 @@ def _stage(case: SeriesInput, tmp_root: Path) -> tuple[Path, dict[str, Path]]:
     if all(p.parent == folder for p in case.files) and own == set(case.files):
         return folder, {}
     staged = tmp_root / case.name
+    shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
     mapping = {}
     for i, src in enumerate(case.files):
@@ -324,6 +380,30 @@ def _reference_for(reference: Path | None, case: SeriesInput, single: bool) -> P
     return None
 
 
+def _case_warnings(caught: Sequence[warnings.WarningMessage], case: SeriesInput, load_path: Path) -> list[str]:
+    """The bundle's warnings for a case, each distinct one once; library warnings go to the DEBUG log only.
+
+    Libraries repeat theirs per file (pydicom's "Invalid value for VR UI: '...'" once per slice, with each slice's
+    UID), which would bury the bundle's own warnings in the report and the summary; they say nothing about the mask.
+    """
+    messages: list[str] = []
+    library: dict[str, int] = {}
+    for w in caught:
+        text = str(w.message).replace(str(load_path), str(case.path))
+        if not Path(w.filename).resolve().is_relative_to(_BUNDLE_DIR):
+            key = f"{w.category.__name__}: {text[:60]}"
+            library[key] = library.get(key, 0) + 1
+            if library[key] == 1:
+                logger.debug("%s: library warning (%s): %s", case.name, Path(w.filename).name, text)
+            continue
+        if text not in messages:
+            messages.append(text)
+            logger.warning("%s: %s", case.name, text)
+    if library:
+        logger.debug("%s: %d library warning(s) kept out of the report", case.name, sum(library.values()))
+    return messages
+
+
 def _segment_one(
     case: SeriesInput,
     output: Path,
@@ -348,12 +428,7 @@ def _segment_one(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         mask, hu_ras, meta = pipeline(load_path)
-    messages = []
-    for w in caught:
-        text = str(w.message).replace(str(load_path), str(case.path))
-        if text not in messages:
-            messages.append(text)
-            logger.warning("%s: %s", case.name, text)
+    messages = _case_warnings(caught, case, load_path)
 
     native = np.asarray(mask.detach().cpu().numpy()[0] > 0, dtype=np.uint8)
     affine = np.asarray(mask.affine.detach().cpu().numpy(), dtype=np.float64)
@@ -488,6 +563,72 @@ def _check_paths(input_path: Path, output: Path) -> None:
         raise SegmentError(f"output {output} exists and is not a folder.")
 
 
+def _prepare_output(output: Path) -> bool:
+    """Create OUTPUT and prove it writable, before any work; returns whether it was created here.
+
+    Raises:
+        SegmentError: it cannot be created or written, or has less than :data:`MIN_FREE_BYTES` free.
+    """
+    created = not output.exists()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SegmentError(
+            f"output {output} cannot be created ({err.strerror or err}); choose a folder you can write to."
+        ) from None
+    probe = output / f".segment_write_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise SegmentError(
+            f"output {output} is not writable ({err.strerror or err}); choose a folder you can write to."
+        ) from None
+    free = shutil.disk_usage(output).free
+    if free < MIN_FREE_BYTES:
+        raise SegmentError(
+            f"output {output} has only {free / 1024**2:.0f} MB free; a run needs at least "
+            f"{MIN_FREE_BYTES // 1024**2} MB."
+        )
+    return created
+
+
+def _remove_stale_stages(output: Path) -> None:
+    """Remove the staging folders of runs on this host that no longer run (killed: nothing else removes them)."""
+    host = socket.gethostname()
+    for folder in output.glob(f"{_STAGE_PREFIX}*"):
+        owner_host, _, pid = folder.name[len(_STAGE_PREFIX) :].rpartition("_")[0].rpartition("_")
+        if owner_host == host and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            logger.info("removed %s, left by an interrupted run", folder.name)
+
+
+def _remove_stale_lock(path: Path) -> None:
+    """Remove the lock of a finished case if its owner is gone (killed between the report and the release)."""
+    if path.exists():
+        try:
+            FileLock(path).acquire().release()
+        except LockHeld:
+            pass  # a live run still holds it; it releases it itself
+
+
+def _remove_case_temporaries(output: Path, name: str) -> None:
+    """Remove the temporary files of ``name``'s outputs; call only while holding the case's lock."""
+    for suffix in _CASE_SUFFIXES:
+        for tmp in output.glob(f".{name}{suffix}.*.tmp*"):
+            tmp.unlink(missing_ok=True)
+            logger.info("%s: removed %s, left by an interrupted run", name, tmp.name)
+
+
+def _failure_message(err: BaseException) -> str:
+    """One line for an OSError while processing a case (a disk full, a file where a folder should be ...)."""
+    if isinstance(err, OSError) and err.strerror:
+        where = f"{err.filename}: " if err.filename else ""
+        return f"could not write or read {where}{err.strerror}"
+    return f"{type(err).__name__}: {err}"
+
+
 def segment(
     input: str | os.PathLike,
     output: str | os.PathLike,
@@ -500,6 +641,7 @@ def segment(
     reference: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    log_file: bool = False,
 ) -> list[SeriesResult]:
     """Segment the cranial cavity of every CT case under ``input`` into ``output``.
 
@@ -516,12 +658,17 @@ def segment(
             ``<name>.nii.gz`` per case; adds the agreement overlay to the QC picture. Defaults to None.
         overwrite: redo cases whose report already exists. Defaults to False (skip them, so a rerun resumes).
         progress: show a tqdm progress bar. Defaults to True.
+        log_file: append every log record of the run (DEBUG, libraries included) to ``output/segment.log``.
+            Defaults to False.
 
     Returns:
         One :class:`SeriesResult` per case, in name order; ``summary.csv`` in ``output`` lists the same.
 
     Raises:
-        SegmentError: the call as a whole is unusable (input missing, output inside input, bad preset or weights).
+        SegmentError: the call as a whole is unusable (input missing, output inside input or not writable or full,
+            bad preset or weights).
+        SegmentInterrupted: on Ctrl-C (a ``KeyboardInterrupt``), after removing this run's temporary files and locks.
+        SummaryError: every case was processed but ``summary.csv`` could not be written.
         CTInputError: the input holds nothing to segment.
         ValueError: a bad ``device``.
 
@@ -530,9 +677,7 @@ def segment(
         >>> results[0].status, round(results[0].volume_ml)  # doctest: +SKIP
         ('done', 1402)
     """
-    from tqdm.auto import tqdm
 
-    import bundle
     from bundle.device import resolve_device
 
     input_path, output = Path(input), Path(output)
@@ -544,59 +689,154 @@ def segment(
     reference_path = Path(reference) if reference is not None else None
     if reference_path is not None and not reference_path.exists():
         raise SegmentError(f"reference {reference_path} does not exist.")
-    cases, skipped = find_series(input_path)
-    if reference_path is not None and reference_path.is_file() and len(cases) > 1:
-        raise SegmentError(
-            f"reference {reference_path} is one file but {input_path} holds {len(cases)} cases; "
-            "pass a folder holding NAME.nii.gz per case."
+    created = _prepare_output(output)
+    handler = _attach_log_file(output) if log_file else None
+    try:
+        return _segment_cases(
+            input_path,
+            output,
+            created=created,
+            device=device,
+            preset=preset,
+            weights=weights,
+            dicom_seg=dicom_seg,
+            qc=qc,
+            reference_path=reference_path,
+            overwrite=overwrite,
+            progress=progress,
         )
-    output.mkdir(parents=True, exist_ok=True)
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _attach_log_file(output: Path) -> logging.Handler:
+    """A DEBUG file handler on the root logger, so that the libraries' debug messages reach the file only."""
+    handler = logging.FileHandler(output / "segment.log", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.DEBUG or root.level == logging.NOTSET:
+        for other in root.handlers:  # keep the console at the level it had
+            if other is not handler and other.level == logging.NOTSET:
+                other.setLevel(root.level or logging.WARNING)
+        root.setLevel(logging.DEBUG)
+    return handler
+
+
+def _segment_cases(
+    input_path: Path,
+    output: Path,
+    *,
+    created: bool,
+    device: str,
+    preset: str,
+    weights: str | os.PathLike | None,
+    dicom_seg: bool,
+    qc: bool,
+    reference_path: Path | None,
+    overwrite: bool,
+    progress: bool,
+) -> list[SeriesResult]:
+    """The body of :func:`segment` once the arguments and OUTPUT are checked."""
+    from tqdm.auto import tqdm
+
+    import bundle
+
+    try:
+        cases, skipped = find_series(input_path)
+        if reference_path is not None and reference_path.is_file() and len(cases) > 1:
+            raise SegmentError(
+                f"reference {reference_path} is one file but {input_path} holds {len(cases)} cases; "
+                "pass a folder holding NAME.nii.gz per case."
+            )
+    except BaseException:
+        if created:
+            shutil.rmtree(output, ignore_errors=True)  # only what this call created: nothing was written yet
+        raise
+    _remove_stale_stages(output)
     pipeline: _Pipeline | None = None
     expected = _expected_errors()
     results: list[SeriesResult] = []
-    with tempfile.TemporaryDirectory(prefix="segment_stage_") as tmp:
+    # staging links live in OUTPUT (not the system temp folder), named with host and pid, so that a later run finds
+    # and removes the folder of a killed run
+    stage = output / f"{_STAGE_PREFIX}{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    case = None
+    try:
         for case in tqdm(cases, desc="segment", unit="series", disable=not progress):
             done = None if overwrite else _finished(output, case.name)
             if done is not None:
                 logger.info("%s: already finished (%s), skipped", case.name, case.name + REPORT_SUFFIX)
-                volume = done.get("intracranial_volume_ml")
-                report_path = output / f"{case.name}{REPORT_SUFFIX}"
-                results.append(SeriesResult(case.name, str(case.path), "skipped", "", volume, report_path, done))
+                results.append(_skipped(output, case, done))
+                _remove_stale_lock(output / f".{case.name}.lock")
                 continue
-            if pipeline is None:
-                pipeline = _get_pipeline(preset, weights, device)
-                info = {
-                    "model": "UNetConvLSTM",
-                    "preset": pipeline.preset,
-                    "weights": str(pipeline.weights),
-                    "bundle_version": bundle.__version__,
-                    "device": str(pipeline.device),
-                    "python": platform.python_version(),
-                }
-            single = len(cases) == 1
-            ref = _reference_for(reference_path, case, single)
+            lock = FileLock(output / f".{case.name}.lock")
             try:
-                results.append(
-                    _segment_one(
-                        case, output, pipeline, info, dicom_seg=dicom_seg, qc=qc, reference=ref, tmp_root=Path(tmp)
+                lock.acquire()
+            except LockHeld as held:
+                owner = f"pid {held.owner.get('pid', '?')} on {held.owner.get('host', '?')}"
+                logger.info("%s: being segmented by another run (%s), left to it", case.name, owner)
+                results.append(SeriesResult(case.name, str(case.path), "in_progress", f"claimed by {owner}"))
+                continue
+            try:
+                done = None if overwrite else _finished(output, case.name)
+                if done is not None:  # another run finished it since the check above
+                    logger.info("%s: finished by another run, skipped", case.name)
+                    results.append(_skipped(output, case, done))
+                    continue
+                _remove_case_temporaries(output, case.name)
+                if pipeline is None:
+                    pipeline = _get_pipeline(preset, weights, device)
+                    info = {
+                        "model": "UNetConvLSTM",
+                        "preset": pipeline.preset,
+                        "weights": str(pipeline.weights),
+                        "bundle_version": bundle.__version__,
+                        "device": str(pipeline.device),
+                        "python": platform.python_version(),
+                    }
+                single = len(cases) == 1
+                ref = _reference_for(reference_path, case, single)
+                try:
+                    results.append(
+                        _segment_one(
+                            case, output, pipeline, info, dicom_seg=dicom_seg, qc=qc, reference=ref, tmp_root=stage
+                        )
                     )
-                )
-            except Exception as err:  # noqa: BLE001 - one bad case must not stop the batch
-                cause = _expected_cause(err, expected)
-                if cause is not None:  # bad input: the message names the file and the problem; no traceback
-                    logger.error("%s: failed: %s", case.name, cause)
-                    results.append(SeriesResult(case.name, str(case.path), "failed", str(cause)))
-                else:
-                    logger.exception("%s: failed with an unexpected error", case.name)
-                    results.append(SeriesResult(case.name, str(case.path), "failed", f"{type(err).__name__}: {err}"))
-    _write_summary(output, results, skipped)
+                except Exception as err:  # noqa: BLE001 - one bad case must not stop the batch
+                    cause = _expected_cause(err, expected)
+                    if cause is not None:  # bad input: the message names the file and the problem; no traceback
+                        logger.error("%s: failed: %s", case.name, cause)
+                        results.append(SeriesResult(case.name, str(case.path), "failed", str(cause)))
+                    elif isinstance(err, OSError):  # an output that cannot be written: a message, no traceback
+                        logger.error("%s: failed: %s", case.name, _failure_message(err))
+                        logger.debug("%s: details", case.name, exc_info=True)
+                        results.append(SeriesResult(case.name, str(case.path), "failed", _failure_message(err)))
+                    else:
+                        logger.exception("%s: failed with an unexpected error", case.name)
+                        results.append(SeriesResult(case.name, str(case.path), "failed", _failure_message(err)))
+            finally:
+                lock.release()
+    except KeyboardInterrupt as err:
+        remaining = len(cases) - len(results)
+        raise SegmentInterrupted(output, results, remaining) from err
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    try:
+        _write_summary(output, results, skipped)
+    except OSError as err:
+        raise SummaryError(f"{output / 'summary.csv'} could not be written: {_failure_message(err)}", results) from err
     failed = [r for r in results if r.status == "failed"]
     logger.info(
-        "%d case(s): %d segmented (%d of them need review), %d already done, %d failed; %d non-CT series skipped",
+        "%d case(s): %d segmented (%d of them need review), %d already done, %d left to another run, %d failed; "
+        "%d non-CT series skipped",
         len(results),
         sum(r.status in FINISHED_STATUSES for r in results),
         sum(r.status == "needs_review" for r in results),
         sum(r.status == "skipped" for r in results),
+        sum(r.status == "in_progress" for r in results),
         len(failed),
         len(skipped),
     )

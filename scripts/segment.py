@@ -8,7 +8,11 @@ Usage (from the bundle root)::
 
 Per case it writes ``NAME_mask.nii.gz`` (input's native geometry), optionally ``NAME_seg.dcm`` (DICOM SEG),
 ``NAME_qc.png`` and ``NAME_report.json`` (written last: a rerun skips finished cases), plus ``summary.csv``.
-The exit status is 1 if any case failed (the reasons are listed at the end), 2 if the call itself is unusable.
+The exit status is 1 if any case failed (the reasons are listed at the end) or the summary could not be written, 2
+if the call itself is unusable (input missing, OUTPUT not writable, ...), 130 on Ctrl-C (one line says what finished;
+run the same command again to resume). Problems are reported in one line each, never as a traceback. Several runs
+may share one OUTPUT: each case is claimed by one of them. Everything, including the libraries' DEBUG messages, is
+logged to ``OUTPUT/segment.log``; the console shows the bundle's messages (``--verbose``: also its DEBUG ones).
 The work is done by :func:`bundle.segment.segment`.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import fire
@@ -50,15 +55,17 @@ def main(
         verbose: log debug messages too. Defaults to False.
 
     Raises:
-        SystemExit: 1 if any case failed, 2 if the call is unusable (messages logged, no traceback).
+        SystemExit: 1 if any case failed or the summary could not be written, 2 if the call is unusable, 130 when
+            interrupted (messages logged, no traceback).
     """
     # heavy imports after argument parsing; the bundle root is this script's parent folder
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bundle.cli import setup_logging
     from bundle.io.errors import CTInputError
-    from bundle.segment import SegmentError, segment
+    from bundle.segment import SegmentError, SegmentInterrupted, SummaryError, segment
 
     setup_logging(verbose)
+    _quiet_libraries(verbose)
     log = logging.getLogger("segment")
     try:
         results = segment(
@@ -71,6 +78,7 @@ def main(
             qc=bool(qc),
             reference=reference,
             overwrite=bool(overwrite),
+            log_file=True,
         )
     except (SegmentError, CTInputError) as error:
         log.error("%s", error)
@@ -78,12 +86,52 @@ def main(
     except ValueError as error:  # a bad argument such as --device
         log.error("%s", error)
         sys.exit(2)
+    except SegmentInterrupted as stop:
+        log.error("%s", stop)
+        sys.exit(130)
+    except KeyboardInterrupt:  # before the first case (loading libraries, searching the input)
+        log.error("interrupted before any case was segmented; run the same command again.")
+        sys.exit(130)
+    except SummaryError as error:
+        log.error("%s", error)
+        results = error.results
+        failed = [r for r in results if r.status == "failed"]
+        for r in failed:
+            log.error("  %s (%s): %s", r.name, r.source, r.error)
+        sys.exit(1)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         log.error("%d of %d case(s) failed:", len(failed), len(results))
         for r in failed:
             log.error("  %s (%s): %s", r.name, r.source, r.error)
         sys.exit(1)
+
+
+#: Libraries whose messages are noise on the console (highdicom's attribute copying and reader checks at DEBUG,
+#: pydicom's "Invalid value for VR UI" once per slice at WARNING): they go to the log file only.
+NOISY_LIBRARIES = ("highdicom", "pydicom", "PIL", "matplotlib", "urllib3", "fsspec", "filelock")
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Keep library messages off the console; the log file (DEBUG) still gets them."""
+    logging.captureWarnings(True)  # warnings outside a case (header reading) go through logging too, not stderr
+    warnings.simplefilter("default")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_BundleOnly(verbose))
+
+
+class _BundleOnly(logging.Filter):
+    """Console filter: the bundle's and this script's records; libraries' only from ERROR up."""
+
+    def __init__(self, verbose: bool):
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ours = record.name.split(".")[0] in ("bundle", "segment", "__main__", "root")
+        if ours:
+            return self.verbose or record.levelno >= logging.INFO
+        return record.levelno >= logging.ERROR
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def test_tilted_series_is_corrected_in_world_space(tmp_path, tilt_deg):
     axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
     np.testing.assert_allclose(axes.T @ axes, np.eye(3), atol=1e-6)  # orthogonal grid after correction
     assert meta["ct_tilt_corrected"]
-    assert meta["ct_gantry_tilt_deg"] == pytest.approx(abs(tilt_deg), abs=0.01)
+    assert meta["ct_gantry_tilt_deg"] == pytest.approx(tilt_deg, abs=0.01)  # signed like GantryDetectorTilt
     # the grid grows so that no slice is cut: more rows than the source
     assert image.shape[1] > SHAPE[1] and image.shape[2] == SHAPE[2]
     world = world_of(affine, image.shape)

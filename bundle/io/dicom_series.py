@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import check_slice_pixels
 from .errors import CTInputError
 
 __all__ = [
@@ -550,7 +551,9 @@ def read_dicom_series(
             raise CTInputError(path, f"is not a readable DICOM file ({type(err).__name__}: {err}).") from err
         if "PixelData" not in ds:
             raise CTInputError(path, "has no pixel data.")
-        slices.append(_to_hu(ds, path, air_hu, assume_hu))
+        hu = _to_hu(ds, path, air_hu, assume_hu)
+        check_slice_pixels(hu, path)  # a corrupted slice refuses the series (see bundle.io.checks)
+        slices.append(hu)
     if assume_hu:
         sample = np.stack(slices[:: max(1, len(slices) // 8)])
         if not _looks_like_hu(sample):
@@ -574,8 +577,10 @@ def read_dicom_series(
     sheared = bool(np.max(np.abs(col_off)) > 0.01 or np.max(np.abs(row_off)) > 0.01)
     tilt_deg = 0.0
     if sheared:
-        inplane_mm = np.hypot(rel @ row_dir, rel @ col_dir)
-        tilt_deg = float(np.degrees(np.arctan2(inplane_mm[-1], t[-1] - t[0])))
+        # signed like GantryDetectorTilt as the writer stores it: the rotation from the table axis (the stack of slice
+        # origins) to the slice normal, clockwise about the rows' direction (patient left-right for an axial series)
+        stack_dir = (positions[-1] - positions[0]) / np.linalg.norm(positions[-1] - positions[0])
+        tilt_deg = float(np.degrees(np.arctan2(np.cross(normal, stack_dir) @ row_dir, stack_dir @ normal)))
         cmin, rmin = math.floor(col_off.min()), math.floor(row_off.min())
         width = cols + math.ceil(col_off.max() - cmin)
         height = rows + math.ceil(row_off.max() - rmin)

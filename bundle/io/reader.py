@@ -27,6 +27,8 @@ import numpy as np
 from monai.data import ImageReader, NibabelReader
 from monai.utils import ensure_tuple
 
+from .checks import check_head_ct as _check_head_ct
+from .checks import check_slice_pixels
 from .dicom_series import read_dicom_series
 from .errors import CTInputError
 
@@ -80,6 +82,9 @@ def _read_nifti(path: Path, air_hu: float, clip_below_air: bool) -> tuple[np.nda
         raise CTInputError(
             path, f"has {bad} NaN or infinite voxel(s) of {hu.size}; they cannot be segmented. Fix or re-export it."
         )
+    axis = int(np.argmax(np.abs(affine[2, :3]) / np.linalg.norm(affine[:3, :3], axis=0)))
+    for k in range(hu.shape[axis]):  # before clipping: corrupted bytes give values far below air too
+        check_slice_pixels(np.take(hu, k, axis=axis), path, f"slice {k} of {hu.shape[axis]} (axis {axis})")
     lo, hi = float(hu.min()), float(hu.max())
     if hi - lo < 50 or hi < 100 or lo >= 0:
         warnings.warn(
@@ -141,6 +146,9 @@ class CTImageReader(ImageReader):
         air_hu: HU given to padding and out-of-field voxels and, with ``clip_below_air``, the lowest value. Defaults to
             -1024.0.
         clip_below_air: raise values below ``air_hu`` to it. Defaults to True.
+        check_head_ct: also refuse volumes without image content and grids no head CT has, and warn about coarse
+            ones (:func:`bundle.io.checks.check_head_ct`); the segmenter and the bundle's configs set it. Defaults
+            to False (any CT volume, e.g. small test volumes). Corrupted slices are refused either way.
 
     Example:
         >>> from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
@@ -149,7 +157,13 @@ class CTImageReader(ImageReader):
         >>> data = load({"image": "case_001.nii.gz"})  # doctest: +SKIP
     """
 
-    def __init__(self, slice_spacing: float | str = "auto", air_hu: float = -1024.0, clip_below_air: bool = True):
+    def __init__(
+        self,
+        slice_spacing: float | str = "auto",
+        air_hu: float = -1024.0,
+        clip_below_air: bool = True,
+        check_head_ct: bool = False,
+    ):
         super().__init__()
         if isinstance(slice_spacing, str):
             if slice_spacing not in ("auto", "median"):
@@ -161,6 +175,7 @@ class CTImageReader(ImageReader):
         self.slice_spacing = slice_spacing
         self.air_hu = float(air_hu)
         self.clip_below_air = bool(clip_below_air)
+        self.check_head_ct = bool(check_head_ct)
 
     def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
         """Whether every path is a NIfTI file name or an existing folder (a DICOM series).
@@ -202,7 +217,9 @@ class CTImageReader(ImageReader):
             raise TypeError(f"get_data expects the result of CTImageReader.read, got {type(img).__name__}.")
         arrays, metas = [], []
         for path in img.paths:
-            array, _, meta = _read_one(path, self.slice_spacing, self.air_hu, self.clip_below_air)
+            array, affine, meta = _read_one(path, self.slice_spacing, self.air_hu, self.clip_below_air)
+            if self.check_head_ct:
+                _check_head_ct(array, affine, path)
             meta["filename_or_obj"] = path
             arrays.append(array)
             metas.append(meta)
