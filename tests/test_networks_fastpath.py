@@ -12,6 +12,7 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 
 from bundle.networks import UNetConvLSTM
 from bundle.networks import unet_convlstm as unet_convlstm_module
@@ -252,3 +253,25 @@ def test_shipped_weights_load_and_match_the_reference():
         net.train()
         with torch.no_grad():
             torch.testing.assert_close(net(x), reference_forward(copy.deepcopy(net), x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="no shipped weights")
+def test_segmenter_autocasts_with_the_configured_dtype(monkeypatch):
+    """``bundle/segment.py`` takes the autocast dtype from ``amp_kwargs`` like the workflows (bf16), not fp16."""
+    from bundle import segment
+
+    pipeline = segment._Pipeline("lite", None, "cpu")
+    assert pipeline.amp_kwargs == {"dtype": torch.bfloat16}
+    assert pipeline.amp is False  # autocast only on CUDA, as in the workflows
+    seen = []
+    real_autocast = torch.autocast
+    monkeypatch.setattr(
+        torch, "autocast", lambda *args, **kwargs: seen.append(kwargs) or real_autocast(*args, **kwargs)
+    )
+    pipeline.amp = True  # as on a GPU with "amp": true; a CPU autocasts bf16 too
+    image = MetaTensor(torch.randn(1, 40, 36, 4))
+    pipeline.preprocessing = lambda data, start=0, end=None: {"image": image} if end else data
+    pipeline.postprocessing = lambda data: data
+    pred, _, _ = pipeline(Path("unused.nii.gz"))
+    assert seen and seen[-1]["dtype"] == torch.bfloat16 and seen[-1]["enabled"] is True
+    assert pred.shape == (2, 40, 36, 4)
