@@ -208,7 +208,10 @@ class _Pipeline:
         except (ValueError, RuntimeError) as err:
             raise SegmentError(f"weights file {self.weights} does not fit preset {self.preset!r}: {err}") from err
         self.network.to(self.device).eval()
+        # The same switch and dtype as the workflows (`amp`, `amp_kwargs` in the config; bf16 by default), which
+        # autocast on CUDA only.
         self.amp = bool(parser.get_parsed_content("amp")) and self.device.type == "cuda"
+        self.amp_kwargs = dict(parser.get_parsed_content("amp_kwargs") or {}) if "amp_kwargs" in parser else {}
         self._torch = torch
         # the number of pre-processing steps up to and including Orientationd: the image there is HU, RAS
         names = [type(t).__name__ for t in self.preprocessing.transforms]
@@ -221,7 +224,7 @@ class _Pipeline:
         hu_ras = data["image"].clone()
         data = self.preprocessing(data, start=self._ras_end)
         image = data["image"]
-        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.amp):
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.amp, **self.amp_kwargs):
             logits = self.inferer(image[None].to(self.device), self.network)
         data["pred"] = logits[0].float().cpu()
         data = self.postprocessing(data)

@@ -9,6 +9,7 @@ Usage (from the repository root)::
     python scripts/benchmark.py convergence     # train both stages on phantoms, test Dice and HD95 (lite, ~25 min)
     python scripts/benchmark.py segmentation    # shipped network vs pseudo-labeller on the same test phantoms
     python scripts/benchmark.py robustness      # the segmenter on the 53-case stress suite, per factor (~25 min)
+    python scripts/benchmark.py gpu             # paper preset on a CUDA GPU: step seconds, peak memory (~8 min)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
 
     from bundle.benchmarks.augmentation import benchmark_augmentation
     from bundle.benchmarks.convergence import benchmark_convergence
+    from bundle.benchmarks.gpu import benchmark_gpu
     from bundle.benchmarks.memory import benchmark_memory, benchmark_timing
     from bundle.benchmarks.robustness import benchmark_robustness
     from bundle.benchmarks.segmentation import benchmark_segmentation
@@ -36,6 +38,7 @@ def main() -> None:
             "convergence": benchmark_convergence,
             "segmentation": benchmark_segmentation,
             "robustness": benchmark_robustness,
+            "gpu": benchmark_gpu,
         },
         serialize=lambda rows: None,  # the functions print their tables; don't echo the returned rows
     )

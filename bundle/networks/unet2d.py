@@ -117,3 +117,13 @@ class UNet2D(nn.Module):
         for level in range(NUM_POOLS):
             total += (self.channels[level + 1] + 5 * self.channels[level]) / 4**level
         return total + self.out_channels
+
+    def inference_floats_per_pixel(self) -> float:
+        """Approximate peak number of values alive per input pixel in a forward pass without autograd.
+
+        At the first level of the decoder the skip, the upsampled input, their concatenation and the two
+        convolution/norm outputs are alive at once (about ``8 * features``); deeper levels have more channels on
+        4 times fewer pixels per level, and the skips of every level stay alive until the decoder uses them.
+        """
+        skips = sum(channels / 4**level for level, channels in enumerate(self.channels[:-1]))
+        return 8.0 * self.channels[0] + skips + self.in_channels + self.out_channels
