@@ -3,11 +3,19 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# ignite imports torch.distributed.optim, whose functional optimizers torch itself compiles with torch.jit.script at
+# import: 67 DeprecationWarnings from torch's own code, once per process. Importing it here without them keeps the
+# deprecation visible wherever the project's code or tests script something.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import torch.distributed.optim  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,7 @@ def bundle_path(tmp_path_factory):
     return root
 
 
+@pytest.mark.filterwarnings("ignore:No hash value provided:UserWarning")  # a local schema file has no hash
 def test_metadata_verifies_against_schema_offline(bundle_path):
     verify_metadata(
         meta_file=str(bundle_path / "configs" / "metadata.json"), filepath=str(bundle_path / "eval" / "schema.json")
@@ -165,6 +166,7 @@ def test_verify_net_in_out(bundle_path, monkeypatch):
     )
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is what the zoo exports
 def test_ckpt_export_torchscript_and_reload(bundle_path, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     ts_path = bundle_path / "models" / "model.ts"
