@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv in the repository root (once) and installs the pinned requirements into it.
-# Re-running is cheap: pip is skipped while the requirement files and the torch build are unchanged.
+# Re-running is cheap: pip is skipped while the requirement files are unchanged.
 #
 # torch: the CPU build where no NVIDIA GPU answers (nvidia-smi absent or failing), so that a laptop or a CPU server
 # does not download several GB of CUDA libraries; the default build (CUDA on Linux) where one does.
@@ -30,15 +30,14 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 stamp="$venv/.requirements.sha256"
-# the build is part of the stamp: a machine that gains or loses its GPU gets the other torch on the next run
-want="$( (cat "$root/requirements.txt" "$root/requirements-dev.txt" && echo "torch build: $torch_build") | sha256sum | cut -d' ' -f1)"
+want="$(cat "$root/requirements.txt" "$root/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "setup: installing pinned requirements (first run takes a few minutes)"
     pip=("$venv/bin/python" -m pip)
     "${pip[@]}" install --quiet --upgrade pip
     torch_pin="$(grep -E '^torch==' "$root/requirements.txt")"
     # torch first and on its own, so that nothing else can pull a different build; the rest then finds it satisfied
-    # (2.13.0+cpu satisfies torch==2.13.0).
+    # (2.13.0+cpu satisfies torch==2.13.0). A venv that has the pinned torch keeps its build: delete it to switch.
     if [ "$torch_build" = cuda ]; then
         echo "setup: NVIDIA GPU found: $torch_pin, default (CUDA) build"
         "${pip[@]}" install --quiet "$torch_pin"
