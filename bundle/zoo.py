@@ -621,7 +621,7 @@ def export_zoo(
         ValueError: on bad arguments or an existing output without ``overwrite``.
 
     Example:
-        >>> export_zoo("dist", "../shared/reference/meta_schema_20240725.json", zip=True)  # doctest: +SKIP
+        >>> export_zoo("dist", "tests/data/meta_schema_20240725.json", zip=True)  # doctest: +SKIP
         'dist/brain_ct_convlstm_segmentation'
     """
     root = Path(repo_root) if repo_root is not None else Path(__file__).resolve().parents[1]

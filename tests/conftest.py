@@ -1,14 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Fixtures shared by the test modules: repository paths, the shared data, thread settings and the CT pipelines."""
+"""Fixtures shared by the test modules: repository paths, shipped test data, thread settings and the CT pipelines."""
 
 from __future__ import annotations
 
-import os
+import warnings
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# ignite imports torch.distributed.optim, whose functional optimizers torch itself compiles with torch.jit.script at
+# import: 67 DeprecationWarnings from torch's own code, once per process. Importing it here without them keeps the
+# deprecation visible wherever the project's code or tests script something.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import torch.distributed.optim  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -16,18 +23,21 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
-@pytest.fixture(scope="session")
-def shared_data_dir() -> Path:
-    """The project's shared development data (``../shared/data`` beside the clone, or ``$BRAINCT_SHARED_DATA``).
+#: Test data shipped in the repository (``tests/data/NOTICE`` names sources and licences), so that a fresh clone
+#: runs every test without the development machine's data folders.
+TEST_DATA = REPO_ROOT / "tests" / "data"
 
-    A user's clone may not have it, so tests that need it skip there; in CI (``CI`` set) its absence is an error.
-    """
-    path = Path(os.environ.get("BRAINCT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-    if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared data folder not found at {path}")
-        pytest.skip(f"shared data folder not found at {path}")
-    return path
+
+@pytest.fixture(scope="session")
+def real_ge_series() -> Path:
+    """A slab of the real gantry-tilted GE head CT (``tests/data/dcm_qa_ct_GE``, see its ``NOTICE``)."""
+    return TEST_DATA / "dcm_qa_ct_GE"
+
+
+@pytest.fixture(scope="session")
+def metadata_schema() -> Path:
+    """The official MONAI bundle metadata schema, for offline ``verify_metadata``."""
+    return TEST_DATA / "meta_schema_20240725.json"
 
 
 @pytest.fixture

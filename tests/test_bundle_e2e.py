@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,9 @@ def test_two_stage_training_evaluation_and_inference(tiny, caplog):
         bundle_run("training", config_file=_configs("train.json"), meta_file=meta, logging_file=False, **overrides)
     assert "loaded" in caplog.text and "U-Net tensors" in caplog.text  # stage 2 started from stage 1
     assert "U-Net weights fixed up to iteration 1" in caplog.text and "released at iteration 2" in caplog.text
+    # progress on the console (log lines: pytest's stderr is not a terminal), training with its loss
+    assert re.search(r"train: (\d+)/\1 iterations \(100%\), loss \d", caplog.text)
+    assert re.search(r"validation: (\d+)/\1 cases \(100%\)", caplog.text)
     model = torch.load(root / "models" / "model.pt", weights_only=True)
     assert any(k.startswith("unet.") for k in model) and all(isinstance(v, torch.Tensor) for v in model.values())
     assert not (root / "runs" / "stage2" / "last.pt").exists()  # completed: nothing left to resume
@@ -125,9 +129,16 @@ def test_two_stage_training_evaluation_and_inference(tiny, caplog):
     ]
     for key in ("bundle_root", "phantom_dir", "ckpt_dir"):
         command += [f"--{key}", overrides[key]]
-    subprocess.run(
-        command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True, capture_output=True, timeout=300
+    result = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
+    assert re.search(r"inference: (\d+)/\1 cases \(100%\)", result.stdout + result.stderr)
     source = nib.load(tiny["splits"]["test"][0]["image"])
     mask = nib.load(str(output_dir / (Path(tiny["splits"]["test"][0]["image"]).name[:-7] + "_seg.nii.gz")))
     assert mask.shape == source.shape and mask.get_data_dtype() == np.uint8
@@ -265,5 +276,6 @@ def test_multi_gpu_train_runs_with_gloo_on_two_cpu_processes(tiny, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "released at iteration 2" in log  # freezing and releasing work under DDP
+    assert len(re.findall(r"train: (\d+)/\1 iterations \(100%\)", log)) == 1  # progress from rank 0 only
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)  # saved unwrapped

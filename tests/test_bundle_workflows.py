@@ -415,6 +415,7 @@ def test_atomic_nibabel_writer(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is what the zoo exports
 def test_slice_statistics_train_identically_and_evaluate_like_training():
     torch.manual_seed(0)
     plain = UNetConvLSTM(1, 2, features=4, hidden_channels=4, checkpoint=True, segment_length=3)

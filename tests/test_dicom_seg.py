@@ -209,24 +209,21 @@ def test_round_trip_through_ct_writer(tmp_path):
         assert int(pydicom.dcmread(path).NumberOfFrames) == int(np.count_nonzero(expected.any(axis=(1, 2))))
 
 
-def test_real_tilted_ge_series(tmp_path, shared_data_dir):
-    series = sorted((shared_data_dir / "real_ct" / "dcm_qa_ct_GE").glob("*.dcm"))
-    if not series:
-        pytest.skip("real GE series not present")
+def test_real_tilted_ge_series(tmp_path, real_ge_series):
+    series = sorted(real_ge_series.glob("*.dcm"))
+    assert series
     datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in series]
     frames = np.zeros((len(datasets), int(datasets[0].Rows), int(datasets[0].Columns)), bool)
-    frames[5:20, 100:400, 120:380] = True
+    frames[2:5, 100:400, 120:380] = True  # and slices without mask on both sides
     path = write_dicom_seg(frames, datasets, tmp_path / "ge_seg.dcm")
     _check_seg(path, datasets, frames)
 
 
-def test_real_series_through_the_loader(tmp_path, shared_data_dir):
+def test_real_series_through_the_loader(tmp_path, real_ge_series):
     """The segmenter's path: load_ct (tilt, uneven spacing) -> mask -> frames on the source slices -> SEG."""
     from bundle.io import SourceGeometry, load_ct, resample_to_source_slices
 
-    folder = shared_data_dir / "real_ct" / "dcm_qa_ct_GE"
-    if not folder.is_dir():
-        pytest.skip("real GE series not present")
+    folder = real_ge_series
     image, affine, meta = load_ct(folder)
     mask = (image > 0) & (image < 80)
     mask[:, :, : image.shape[2] // 3] = False  # some slices without mask

@@ -17,11 +17,8 @@ from bundle.zoo import BUNDLE_NAME, PRECOMMIT_MAX_KB, ZooCheckError, assemble_bu
 
 
 @pytest.fixture(scope="session")
-def schema(shared_data_dir: Path) -> Path:
-    path = shared_data_dir.parent / "reference" / "meta_schema_20240725.json"
-    if not path.is_file():
-        pytest.fail(f"metadata schema not found at {path}")
-    return path
+def schema(metadata_schema: Path) -> Path:
+    return metadata_schema
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Workflow pieces the bundle's configs use: data resolution, stage-1 slice sampling, training handlers, writers.
+"""Workflow pieces the bundle's configs use: data resolution, stage-1 slice sampling, handlers, progress, writers.
 
 See ``configs/train.json`` (stage 2), ``configs/train_stage1.json`` (stage 1), ``configs/evaluate.json`` and
 ``configs/inference.json`` for how they fit together.
@@ -17,6 +17,7 @@ from bundle.workflows.handlers import (
     unwrap,
 )
 from bundle.workflows.norm import SliceStatisticsNorm2d, use_slice_statistics
+from bundle.workflows.progress import ProgressHandler
 from bundle.workflows.transforms import AxialSlice, RandAxialSliced
 from bundle.workflows.writers import AtomicNibabelWriter, atomic_output
 
@@ -28,6 +29,7 @@ __all__ = [
     "CaseMetricsHandler",
     "NIFTI_SUFFIXES",
     "PretrainedUNetHandler",
+    "ProgressHandler",
     "RandAxialSliced",
     "ResumeHandler",
     "SliceStatisticsNorm2d",
