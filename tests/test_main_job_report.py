@@ -109,3 +109,23 @@ def test_cli_missing_weights_exit_2(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert "weights not found" in result.stderr and "has the training finished?" in result.stderr
+
+
+def test_main_job_trains_and_segments_on_the_quick_preset():
+    """run_default.sh's two trainings and its report use configs/presets/quick.json: the small classic phantom set."""
+    from monai.bundle import ConfigParser
+
+    from bundle.workflows.data import phantom_dataset_dir
+
+    script = (REPO_ROOT / "scripts" / "run_default.sh").read_text()
+    assert 'preset="configs/presets/quick.json"' in script
+    assert "'configs/train.json','configs/train_stage1.json','$preset'" in script
+    assert "'configs/train.json','$preset'" in script
+    assert 'scripts/main_job_report.py --run_dir "$out" --preset quick' in script
+    parser = ConfigParser()
+    parser.read_config(
+        [str(REPO_ROOT / "configs" / f) for f in ("train.json", "train_stage1.json", "presets/quick.json")]
+    )
+    assert phantom_dataset_dir("cache", parser["phantoms"]).name.startswith("12-3-8_size128_slices32_seed0_v")
+    assert "_scan" not in phantom_dataset_dir("cache", parser["phantoms"]).name  # the classic protocol
+    assert (parser["stage1_epochs"], parser["epochs"], parser["epoch_length"]) == (12, 2, 25)
