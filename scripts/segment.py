@@ -46,7 +46,7 @@ def main(
         input: a .nii/.nii.gz file in HU, a folder holding one DICOM series, or a folder tree of studies.
         output: folder for the results (required; created; must not be inside INPUT).
         device: auto, cpu, cuda or cuda:N. Defaults to auto.
-        preset: preset name in configs/presets (tiny, lite, paper) or a preset .json. Defaults to lite.
+        preset: preset name in configs/presets (tiny, quick, lite, paper) or a preset .json. Defaults to lite.
         weights: state_dict .pt file. Defaults to models/model.pt.
         dicom_seg: also write a DICOM SEG per DICOM series. Defaults to False.
         qc: write QC pictures (--noqc to skip). Defaults to True.
