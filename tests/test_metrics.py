@@ -142,3 +142,23 @@ def test_summarize_and_format():
     assert one["mean"] == 0.5 and math.isnan(one["std"])
     with pytest.raises(ValueError, match="finite"):
         summarize([1.0, float("inf")])
+
+
+def test_hd95_on_the_union_crop_equals_monai_on_the_whole_volume():
+    """The crop to the masks' bounding box (a speed-up) gives MONAI's value on the full grid."""
+    from monai.metrics import compute_hausdorff_distance
+
+    rng = np.random.default_rng(0)
+    a = np.zeros((40, 36, 30), bool)
+    b = np.zeros_like(a)
+    a[10:25, 8:20, 5:18] = True
+    b[12:27, 9:22, 6:16] = True
+    b |= rng.random(a.shape) > 0.9995  # a few far outliers
+    full = compute_hausdorff_distance(
+        torch.from_numpy(a[None, None]),
+        torch.from_numpy(b[None, None]),
+        include_background=True,
+        percentile=95,
+        spacing=[0.5, 0.7, 2.0],
+    ).item()
+    assert hausdorff_distance_95_mm(a, b, spacing=(0.5, 0.7, 2.0)) == pytest.approx(full, rel=1e-6)
