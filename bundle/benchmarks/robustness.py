@@ -228,6 +228,7 @@ def _score(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray) -> dict[str, f
 def benchmark_robustness(
     output: str = "runs/robustness",
     weights: str | None = None,
+    preset: str = "lite",
     suite_dir: str = "cache/robustness",
     factors: Sequence[str] | None = None,
     device: str = "cpu",
@@ -240,6 +241,8 @@ def benchmark_robustness(
         output: folder for the segmenter's outputs and ``robustness.json`` (relative paths: to the repository root).
             Defaults to "runs/robustness".
         weights: network weights (default None: the shipped ``models/model.pt``).
+        preset: the segmenter's preset (a name in ``configs/presets`` or a ``.json`` file) that fits ``weights``.
+            Defaults to "lite".
         suite_dir: where the suite is generated once. Defaults to "cache/robustness".
         factors: factor names (comma-separated string or list; default None: all).
         device: segmenter device. Defaults to "cpu".
@@ -281,7 +284,14 @@ def benchmark_robustness(
             continue
         start = time.perf_counter()
         result = segment(
-            str(image_path), out / "masks", device=device, weights=weights, qc=True, progress=False, overwrite=True
+            str(image_path),
+            out / "masks",
+            device=device,
+            weights=weights,
+            preset=preset,
+            qc=True,
+            progress=False,
+            overwrite=True,
         )[0]
         seconds = time.perf_counter() - start
         if result.status == "failed":
