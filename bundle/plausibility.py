@@ -213,20 +213,18 @@ def _shell(work: np.ndarray, spacing: np.ndarray, axial: _Axial, coverage_limit:
 def _leaked_air(interior: np.ndarray, mask: np.ndarray, air: np.ndarray) -> np.ndarray:
     """The air inside the mask that speaks for a leak, not for post-operative air.
 
-    Post-operative air (pneumocephalus) is a pocket enclosed by the cavity, in its upper and front part (it rises in
-    a supine patient). Air the mask took from the pharynx, mouth, sinuses or mastoid continues outside the mask, or
-    lies in the lowest quarter of the mask's height, where the skull base is. Air pockets that do neither are left out.
+    Post-operative air (pneumocephalus) collects in the upper and front part of the cavity (it rises in a supine
+    patient). Air the mask took from the pharynx, mouth, mastoid or skull-base sinuses lies in the lowest quarter of
+    the mask's height. (Whether the air continues outside the mask does not tell them apart: a network that leaves
+    part of a pneumocephalus out of the mask leaves air outside the mask too.)
     """
     inside = interior & air
-    if not inside.any():
-        return inside
-    labels, _ = ndimage.label(air)
-    outside = np.unique(labels[air & ~mask])
-    open_to_outside = np.isin(labels, outside[outside > 0]) & inside
     rows = np.flatnonzero(mask.any(axis=(0, 1)))
+    if not inside.any() or rows.size == 0:
+        return np.zeros_like(inside)
     low = np.zeros(mask.shape[2], dtype=bool)
     low[: rows[0] + max(1, (rows[-1] - rows[0] + 1) // 4)] = True
-    return open_to_outside | (inside & low[None, None, :])
+    return inside & low[None, None, :]
 
 
 def _leak(
