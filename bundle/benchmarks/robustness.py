@@ -246,7 +246,8 @@ def benchmark_robustness(
         suite_dir: where the suite is generated once. Defaults to "cache/robustness".
         factors: factor names (comma-separated string or list; default None: all).
         device: segmenter device. Defaults to "cpu".
-        pseudo_label: also score the classical pseudo-labeller. Defaults to True.
+        pseudo_label: also score the classical pseudo-labeller (its results are kept in ``SUITE/v*/pseudo_label.json``
+            and reused: they do not depend on the weights). Defaults to True.
         masks: score the ``NAME_mask.nii.gz`` files already in this folder instead of running the segmenter (e.g.
             the masks of another version of the segmenter run on ``SUITE/images``). Defaults to None.
 
@@ -256,6 +257,7 @@ def benchmark_robustness(
     """
     import nibabel as nib
 
+    from bundle.data.phantoms import GENERATOR_VERSION
     from bundle.pseudo_label import pseudo_label_cranial_cavity
     from bundle.segment import segment
 
@@ -265,68 +267,43 @@ def benchmark_robustness(
     suite = make_stress_suite(resolve(suite_dir), factors)
     out = resolve(output)
     rows: list[dict[str, Any]] = []
+    cache = resolve(suite_dir) / f"v{GENERATOR_VERSION}" / "pseudo_label.json"  # it does not depend on the weights
+    cached = {r["case"]: r for r in json.loads(cache.read_text())} if pseudo_label and cache.exists() else {}
     for case, image_path, label_path in suite:
         ref_img = nib.load(str(label_path))
         ref = np.asarray(ref_img.dataobj) != 0
+        row = dict(case=case.name, factor=case.factor, method="network", warnings="")
         if masks is not None:
-            mask_path = resolve(masks) / f"{case.name}_mask.nii.gz"
-            pred = np.asarray(nib.load(str(mask_path)).dataobj) != 0
-            rows.append(
-                dict(
-                    case=case.name,
-                    factor=case.factor,
-                    method="network",
-                    seconds=float("nan"),
-                    warnings="",
-                    **_score(pred, ref, ref_img.affine),
-                )
-            )
-            continue
-        start = time.perf_counter()
-        result = segment(
-            str(image_path),
-            out / "masks",
-            device=device,
-            weights=weights,
-            preset=preset,
-            qc=True,
-            progress=False,
-            overwrite=True,
-        )[0]
-        seconds = time.perf_counter() - start
-        if result.status == "failed":
-            logger.error("%s: the segmenter failed: %s", case.name, result.error)
-            rows.append(
-                dict(
-                    case=case.name,
-                    factor=case.factor,
-                    method="network",
-                    dice=0.0,
-                    hd95_mm=float("nan"),
-                    icv_error_pct=-100.0,
-                    seconds=seconds,
-                    warnings=result.error,
-                )
-            )
-            continue
-        pred = np.asarray(nib.load(str(out / "masks" / f"{result.name}_mask.nii.gz")).dataobj) != 0
-        warnings = "; ".join(result.report_data.get("warnings", []))
-        rows.append(
-            dict(
-                case=case.name,
-                factor=case.factor,
-                method="network",
-                seconds=seconds,
-                warnings=warnings,
-                **_score(pred, ref, ref_img.affine),
-            )
-        )
-        if pseudo_label:
-            image = nib.load(str(image_path))
+            pred = np.asarray(nib.load(str(resolve(masks) / f"{case.name}_mask.nii.gz")).dataobj) != 0
+            rows.append({**row, "seconds": float("nan"), **_score(pred, ref, ref_img.affine)})
+        else:
             start = time.perf_counter()
-            mask = pseudo_label_cranial_cavity(np.asarray(image.dataobj, dtype=np.float32), image.affine)
-            rows.append(
-                dict(
+            result = segment(
+                str(image_path),
+                out / "masks",
+                device=device,
+                weights=weights,
+                preset=preset,
+                qc=True,
+                progress=False,
+                overwrite=True,
+            )[0]
+            row["seconds"] = time.perf_counter() - start
+            if result.status == "failed":
+                logger.error("%s: the segmenter failed: %s", case.name, result.error)
+                rows.append(
+                    {**row, "dice": 0.0, "hd95_mm": float("nan"), "icv_error_pct": -100.0, "warnings": result.error}
+                )
+            else:
+                pred = np.asarray(nib.load(str(out / "masks" / f"{result.name}_mask.nii.gz")).dataobj) != 0
+                row["warnings"] = "; ".join(result.report_data.get("warnings", []))
+                rows.append({**row, **_score(pred, ref, ref_img.affine)})
+        if pseudo_label:
+            if case.name not in cached:
+                image = nib.load(str(image_path))
+                start = time.perf_counter()
+                mask = pseudo_label_cranial_cavity(np.asarray(image.dataobj, dtype=np.float32), image.affine)
+                cached[case.name] = dict(
                     case=case.name,
                     factor=case.factor,
                     method="pseudo_label",
@@ -334,8 +311,9 @@ def benchmark_robustness(
                     seconds=time.perf_counter() - start,
                     **_score(mask != 0, ref, ref_img.affine),
                 )
-            )
-        logger.info("%s: %s", case.name, {k: v for k, v in rows[-2 if pseudo_label else -1].items() if k != "case"})
+                cache.write_text(json.dumps(list(cached.values()), indent=1, default=float))
+            rows.append(cached[case.name])
+        logger.info("%s: %s", case.name, rows[-2 if pseudo_label else -1])
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(rows, indent=1, default=float))
     print(format_robustness_table(rows))
