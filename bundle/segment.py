@@ -101,8 +101,11 @@ class SummaryError(OSError):
     """Every case was processed (see ``results``) but ``summary.csv`` could not be written."""
 
     def __init__(self, message: str, results: list):
-        super().__init__(message)
-        self.results = results
+        super().__init__(message, results)  # every argument, so that the error pickles and copies
+        self.message, self.results = message, results
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class SegmentInterrupted(KeyboardInterrupt):

@@ -156,8 +156,11 @@ class LockHeld(RuntimeError):
     """The lock belongs to another live process; ``owner`` is its content (``pid``, ``host``, ``started``)."""
 
     def __init__(self, path: Path, owner: dict):
+        super().__init__(path, owner)  # every argument, so that the error pickles and copies
         self.path, self.owner = path, owner
-        super().__init__(f"{path} is held by pid {owner.get('pid', '?')} on {owner.get('host', '?')}")
+
+    def __str__(self) -> str:
+        return f"{self.path} is held by pid {self.owner.get('pid', '?')} on {self.owner.get('host', '?')}"
 
 
 class FileLock:

@@ -29,12 +29,17 @@ def _loss(output):
     return output[0]["loss"]
 
 
+def _records(caplog) -> list[logging.LogRecord]:
+    """The progress handler's records only: other tests may leave ignite's loggers propagating to the root."""
+    return [r for r in caplog.records if r.name == "bundle.workflows.progress"]
+
+
 def test_log_lines_with_loss_and_eta(caplog):
     engine = _engine([0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
     ProgressHandler("train", output_transform=_loss, interval=1e-9, terminal=False).attach(engine)
     with caplog.at_level(logging.INFO, logger="bundle.workflows.progress"):
         engine.run(range(3), max_epochs=2)
-    lines = [r.getMessage() for r in caplog.records]
+    lines = [r.getMessage() for r in _records(caplog)]
     assert len(lines) == 6  # all epochs in one count, one line per iteration at this interval
     assert lines[0].startswith("train: 1/6 iterations (17%), loss 0.5000, 0:00 elapsed, ETA 0:0")
     assert lines[-1].startswith("train: 6/6 iterations (100%), loss 0.0500,") and "ETA" not in lines[-1]
@@ -46,7 +51,7 @@ def test_log_lines_are_rate_limited_and_each_run_counts_from_zero(caplog):
     with caplog.at_level(logging.INFO, logger="bundle.workflows.progress"):
         engine.run(range(4))
         engine.run(range(4))  # a second validation round
-    assert [r.getMessage().split(",")[0] for r in caplog.records] == ["validation: 4/4 cases (100%)"] * 2
+    assert [r.getMessage().split(",")[0] for r in _records(caplog)] == ["validation: 4/4 cases (100%)"] * 2
 
 
 def test_resumed_run_counts_what_is_left(caplog):
@@ -59,7 +64,7 @@ def test_resumed_run_counts_what_is_left(caplog):
 
     with caplog.at_level(logging.INFO, logger="bundle.workflows.progress"):
         engine.run(range(2), max_epochs=5)
-    assert caplog.records[-1].getMessage().startswith("train: 6/6 iterations (100%)")
+    assert _records(caplog)[-1].getMessage().startswith("train: 6/6 iterations (100%)")
 
 
 def test_terminal_bar_shows_loss(monkeypatch):
@@ -77,7 +82,7 @@ def test_a_missing_loss_does_not_stop_the_run(caplog):
     ProgressHandler("train", output_transform=_loss, interval=1e-9, terminal=False).attach(engine)
     with caplog.at_level(logging.INFO, logger="bundle.workflows.progress"):
         engine.run(range(2))
-    assert "loss" not in caplog.records[-1].getMessage()
+    assert "loss" not in _records(caplog)[-1].getMessage()
 
 
 def test_disabled_and_bad_interval():

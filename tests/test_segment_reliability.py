@@ -72,33 +72,6 @@ def test_cli_output_under_a_file_is_one_line_exit_2(tmp_path, tiny_weights):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_cli_read_only_output_is_one_line_exit_2(tiny_weights):
-    """A folder the user cannot write: as root the subprocess drops to nobody (root ignores permission bits)."""
-    root = Path(tempfile.mkdtemp())  # beside pytest's private folder: the unprivileged user must reach it
-    try:
-        root.chmod(0o755)
-        source = cases(root / "in", 1)
-        weights = shutil.copy(tiny_weights, root / "tiny.pt")
-        for path in (root / "in", *Path(root / "in").iterdir(), Path(weights)):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        (root / "out").mkdir(mode=0o555)
-        (root / "out").chmod(0o555)
-        user = 65534 if os.geteuid() == 0 else None
-        try:
-            subprocess.run([sys.executable, "-c", "import numpy"], check=True, capture_output=True, user=user)
-        except (OSError, subprocess.CalledProcessError):
-            pytest.skip("the unprivileged user cannot run this Python (covered without privileges by the next test)")
-        proc = subprocess.run(
-            cli(source, root / "out", weights), capture_output=True, text=True, env=env(HOME=str(root)), user=user
-        )
-        assert proc.returncode == 2, proc.stderr
-        assert "Traceback" not in proc.stderr and "is not writable (Permission denied)" in proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1
-        assert list((root / "out").iterdir()) == []
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def test_unwritable_and_full_output_refused_before_any_work(tmp_path, tiny_weights, monkeypatch):
     source = cases(tmp_path / "in", 1)
     monkeypatch.setattr(segment_module, "_get_pipeline", lambda *a: pytest.fail("work started"))
@@ -243,7 +216,8 @@ def start_and_wait_for_first_report(cmd, tmp_env) -> tuple[subprocess.Popen, lis
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl_c", "kill"])
 def test_interrupted_cli_says_how_to_resume_and_leaves_nothing_behind(tmp_path, tiny_weights, sig):
-    source = cases(tmp_path / "in", 4)
+    # enough cases that the signal lands mid-run even when stderr reaches the test late on a loaded machine
+    source = cases(tmp_path / "in", 16)
     out, tmp = tmp_path / "out", tmp_path / "tmpdir"
     tmp.mkdir()
     proc, lines = start_and_wait_for_first_report(cli(source, out, tiny_weights), env(TMPDIR=str(tmp)))
@@ -268,7 +242,7 @@ def test_interrupted_cli_says_how_to_resume_and_leaves_nothing_behind(tmp_path, 
     assert again.returncode == 0, again.stderr
     assert hidden(out) == []
     reports = sorted(p.name for p in out.glob(f"*{REPORT_SUFFIX}"))
-    assert reports == [f"case{i}{REPORT_SUFFIX}" for i in range(4)]
+    assert reports == sorted(f"case{i}{REPORT_SUFFIX}" for i in range(16))
 
 
 # --------------------------------------------------------------------------------------------------------------------
