@@ -89,3 +89,18 @@ def invert_and_save(ras_loader, tmp_path):
             ),
         ]
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Seeded random weights for the tiny preset's network, built from the same configs the segmenter reads."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO_ROOT / "configs" / "inference.json"), str(REPO_ROOT / "configs/presets/tiny.json")])
+    torch.manual_seed(0)
+    network = parser.get_parsed_content("network_def")
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    torch.save(network.state_dict(), path)
+    return path

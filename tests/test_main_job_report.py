@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from bundle.benchmarks.main_job import format_main_job_table, main_job_report
 from bundle.metrics import summarize
@@ -46,20 +45,6 @@ def test_table_rows_and_mean_std():
 def test_table_refuses_different_cases():
     with pytest.raises(ValueError, match="different cases"):
         format_main_job_table({"trained": [row("p1", 0.9)], "shipped": [row("p2", 0.9)]})
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    """Seeded random weights for the tiny preset's network, built from the same configs the segmenter reads."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config([str(REPO_ROOT / "configs" / "inference.json"), str(REPO_ROOT / "configs/presets/tiny.json")])
-    torch.manual_seed(0)
-    network = parser.get_parsed_content("network_def")
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    torch.save(network.state_dict(), path)
-    return path
 
 
 def test_report_segments_scores_and_writes(tmp_path, tiny_weights, capsys):

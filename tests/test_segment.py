@@ -36,20 +36,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per test
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    """Seeded random weights for the tiny preset's network, built from the same configs the segmenter reads."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config([str(REPO_ROOT / "configs" / "inference.json"), str(REPO_ROOT / "configs/presets/tiny.json")])
-    torch.manual_seed(0)
-    network = parser.get_parsed_content("network_def")
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    torch.save(network.state_dict(), path)
-    return path
-
-
 def segmented(results) -> list[str]:
     """Each case's status, with "done" and "needs_review" (the random network's masks get findings) as "ok"."""
     return ["ok" if getattr(r, "status", r) in FINISHED_STATUSES else getattr(r, "status", r) for r in results]

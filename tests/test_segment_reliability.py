@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from test_segment import phantom, run, segmented, tiny_weights  # noqa: F401
+from test_segment import phantom, run, segmented
 
 import bundle.segment as segment_module
 from bundle.io import CTImageReader, CTInputError
