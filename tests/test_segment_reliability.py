@@ -201,7 +201,16 @@ def test_coarse_pixels_are_a_warning_in_the_report(tmp_path, tiny_weights):
 
 
 def start_and_wait_for_first_report(cmd, tmp_env) -> tuple[subprocess.Popen, list[str]]:
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=tmp_env)
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=tmp_env,
+        # a test run started in the background inherits SIGINT ignored, and Python keeps it ignored; a user's Ctrl-C
+        # reaches a foreground process with the default handling, which is what this test is about
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     timer = threading.Timer(240, proc.kill)
     timer.start()
     lines = []
