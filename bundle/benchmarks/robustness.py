@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from bundle.benchmarks.convergence import REPO_ROOT
 from bundle.data.phantom_scan import ScanProtocol
 
 __all__ = [
@@ -58,7 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 #: First seed of the suite. Training datasets use ``dataset_seed * 100000 + case``; the suite's seeds are above any
 #: dataset seed below 900 (a test checks the training configs against it).
 STRESS_SEED_BASE = 90_000_000
