@@ -40,6 +40,18 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def repo_path(path: str | Path) -> Path:
+    """``path`` itself if absolute, else relative to the repository root (how the benchmarks read their options).
+
+    Example:
+        >>> repo_path("runs/x") == REPO_ROOT / "runs/x"
+        True
+    """
+    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+
+
 #: The longer schedule of the shipped lite weights (the lite preset itself is the short main-job schedule):
 #: stage 1 1500 iterations, stage 2 400 iterations of which the first 100 with the U-Net fixed.
 LITE_SCHEDULE = {"stage1_epochs": 60, "epochs": 16, "freeze_iterations": 100}

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bundle.benchmarks.convergence import REPO_ROOT, preset_config
+from bundle.benchmarks.convergence import REPO_ROOT, preset_config, repo_path
 
 __all__ = [
     "TARGET_DICE",
@@ -45,10 +45,6 @@ logger = logging.getLogger(__name__)
 TARGET_DICE = 0.97
 #: Per-case columns of the table: key, header, format.
 _COLUMNS = (("dice", "Dice", ".4f"), ("hd95_mm", "HD95 mm", ".2f"), ("volume_ml", "mL", ".1f"), ("seconds", "s", ".2f"))
-
-
-def _resolve(path: str | Path) -> Path:
-    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
 
 def _shown(path: str | Path) -> str:
@@ -292,10 +288,10 @@ def main_job_report(
         >>> report["models"]["trained"]["summary"]["dice"]["mean"] >= 0.97  # doctest: +SKIP
         True
     """
-    run = _resolve(run_dir)
-    models = {"trained": (_resolve(weights) if weights else run / "models" / "model.pt", preset, run / "masks")}
+    run = repo_path(run_dir)
+    models = {"trained": (repo_path(weights) if weights else run / "models" / "model.pt", preset, run / "masks")}
     if shipped_weights:
-        models["shipped"] = (_resolve(shipped_weights), shipped_preset, run / "masks_shipped")
+        models["shipped"] = (repo_path(shipped_weights), shipped_preset, run / "masks_shipped")
     missing = [_shown(path) for path, _, _ in models.values() if not path.is_file()]
     if missing:  # before the test split, which may generate a phantom set
         raise ValueError(f"weights not found: {', '.join(missing)} (has the training finished?).")

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from bundle.benchmarks.convergence import REPO_ROOT
+from bundle.benchmarks.convergence import repo_path
 from bundle.data.phantom_scan import ScanProtocol
 
 __all__ = [
@@ -263,18 +263,17 @@ def benchmark_robustness(
 
     if isinstance(factors, str):
         factors = [f.strip() for f in factors.split(",") if f.strip()]
-    resolve = lambda p: Path(p) if Path(p).is_absolute() else REPO_ROOT / p  # noqa: E731
-    suite = make_stress_suite(resolve(suite_dir), factors)
-    out = resolve(output)
+    suite = make_stress_suite(repo_path(suite_dir), factors)
+    out = repo_path(output)
     rows: list[dict[str, Any]] = []
-    cache = resolve(suite_dir) / f"v{GENERATOR_VERSION}" / "pseudo_label.json"  # it does not depend on the weights
+    cache = repo_path(suite_dir) / f"v{GENERATOR_VERSION}" / "pseudo_label.json"  # it does not depend on the weights
     cached = {r["case"]: r for r in json.loads(cache.read_text())} if pseudo_label and cache.exists() else {}
     for case, image_path, label_path in suite:
         ref_img = nib.load(str(label_path))
         ref = np.asarray(ref_img.dataobj) != 0
         row = dict(case=case.name, factor=case.factor, method="network", warnings="")
         if masks is not None:
-            pred = np.asarray(nib.load(str(resolve(masks) / f"{case.name}_mask.nii.gz")).dataobj) != 0
+            pred = np.asarray(nib.load(str(repo_path(masks) / f"{case.name}_mask.nii.gz")).dataobj) != 0
             rows.append({**row, "seconds": float("nan"), **_score(pred, ref, ref_img.affine)})
         else:
             start = time.perf_counter()

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from bundle.benchmarks.convergence import EVALUATION_CONFIGS, REPO_ROOT, make_workflow, preset_config
+from bundle.benchmarks.convergence import EVALUATION_CONFIGS, make_workflow, preset_config, repo_path
 
 __all__ = ["METHODS", "benchmark_segmentation", "format_segmentation_table"]
 
@@ -46,10 +46,6 @@ METHODS = {
     "network_postprocessed": "network + post-processing (segment.py)",
     "pseudo_label": "pseudo-labeller",
 }
-
-
-def _resolve(path: str | Path) -> Path:
-    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
 
 def _evaluate_network(
@@ -200,12 +196,12 @@ def benchmark_segmentation(
         ['network (evaluate.json)', 'network + post-processing (segment.py)', 'pseudo-labeller']
     """
     config_files = [*EVALUATION_CONFIGS, preset_config(preset)]
-    weights_dir = _resolve(ckpt_dir)
+    weights_dir = repo_path(ckpt_dir)
     if not (weights_dir / "model.pt").is_file():
         raise ValueError(f"ckpt_dir {str(ckpt_dir)!r} holds no model.pt: {weights_dir / 'model.pt'} does not exist.")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}.")
-    work = _resolve(work_dir)
+    work = repo_path(work_dir)
     common = {"runs_dir": str(work / "runs"), "ckpt_dir": str(weights_dir), **dict(overrides or {})}
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
