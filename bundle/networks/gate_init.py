@@ -61,7 +61,8 @@ def init_gates_from_slice_logits(
         raise ValueError(f"the pass-through initialisation needs two classes, got {tuple(weight.shape)} weights.")
     if weight.shape[1:] != output.weight.shape[1:]:
         raise ValueError(
-            f"stage-1 output layer {tuple(weight.shape)} does not fit the stage-2 gate layer {tuple(output.weight.shape)}."
+            f"stage-1 output layer {tuple(weight.shape)} does not fit the stage-2 gate layer "
+            f"{tuple(output.weight.shape)}."
         )
     hidden = network.hidden_channels
     num_directions = len(network.directions)
