@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
 from bundle.postprocessing import intracranial_volume_ml, postprocess_cranial_cavity
@@ -63,7 +64,7 @@ def _spacing(affine: np.ndarray) -> np.ndarray:
     aff = np.asarray(affine, dtype=np.float64)
     if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
         raise PseudoLabelError(f"affine must be a finite 4x4 matrix, got {aff.tolist()}.")
-    spacing = np.linalg.norm(aff[:3, :3], axis=0)
+    spacing = voxel_sizes(aff)
     if np.any(spacing <= 0):
         raise PseudoLabelError(f"affine has a zero voxel size: spacing {spacing.tolist()}.")
     return spacing

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 
 from bundle.io.errors import CTInputError
 from bundle.segment_inputs import SeriesInput, SkippedSeries, find_series
@@ -248,10 +249,6 @@ def _get_pipeline(preset: str, weights: str | os.PathLike | None, device: str) -
     return _PIPELINES[key]
 
 
-def _spacing(affine: np.ndarray) -> list[float]:
-    return [float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
-
-
 def build_report(
     *,
     case: SeriesInput,
@@ -286,7 +283,7 @@ def build_report(
     Example:
         >>> report = build_report(case=case, mask_shape=(64, 64, 24), ...)  # doctest: +SKIP
     """
-    spacing = _spacing(mask_affine)
+    spacing = [float(v) for v in voxel_sizes(np.asarray(mask_affine, dtype=np.float64))]
     findings = [dict(f) for f in findings]
     report = {
         "name": case.name,

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from monai.data import ImageReader, NibabelReader
 from monai.utils import ensure_tuple
+from nibabel.affines import voxel_sizes
 
 from .checks import check_head_ct as _check_head_ct
 from .checks import check_slice_pixels
@@ -82,7 +83,7 @@ def _read_nifti(path: Path, air_hu: float, clip_below_air: bool) -> tuple[np.nda
         raise CTInputError(
             path, f"has {bad} NaN or infinite voxel(s) of {hu.size}; they cannot be segmented. Fix or re-export it."
         )
-    axis = int(np.argmax(np.abs(affine[2, :3]) / np.linalg.norm(affine[:3, :3], axis=0)))
+    axis = int(np.argmax(np.abs(affine[2, :3]) / voxel_sizes(affine)))
     slices = np.moveaxis(hu, axis, 0)  # a view: np.take copies, and takes minutes on a 512x512x300 volume
     for k in range(slices.shape[0]):  # before clipping: corrupted bytes give values far below air too
         check_slice_pixels(slices[k], path, f"slice {k} of {slices.shape[0]} (axis {axis})")
