@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bundle.io.errors import CTInputError
-from bundle.io.reader import NIFTI_SUFFIXES
+from bundle.io.paths import is_nifti, nifti_stem
 
 __all__ = ["SeriesInput", "SkippedSeries", "find_series", "CT_IMAGE_SOP_CLASSES"]
 
@@ -54,18 +54,6 @@ class SkippedSeries:
     path: Path
     series_instance_uid: str
     reason: str
-
-
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _safe(text: str) -> str:
@@ -115,11 +103,11 @@ def find_series(input_path: str | os.PathLike) -> tuple[list[SeriesInput], list[
     if not root.exists():
         raise CTInputError(root, "does not exist.")
     if root.is_file():
-        if not _is_nifti(root):
+        if not is_nifti(root):
             raise CTInputError(root, "is a file but not NIfTI (.nii/.nii.gz); pass a DICOM series as its folder.")
-        return [SeriesInput(_safe(_stem(root)), root)], []
+        return [SeriesInput(_safe(nifti_stem(root)), root)], []
     children = _visible_children(root)
-    if not any(p.is_dir() for p in children) and not any(_is_nifti(p) for p in children):  # also an empty folder
+    if not any(p.is_dir() for p in children) and not any(is_nifti(p) for p in children):  # also an empty folder
         return [SeriesInput(_safe(root.resolve().name), root)], []
 
     taken: set[str] = set()
@@ -133,9 +121,9 @@ def find_series(input_path: str | os.PathLike) -> tuple[list[SeriesInput], list[
             if file_name.startswith(".") or file_name == "DICOMDIR":
                 continue
             path = Path(folder) / file_name
-            if _is_nifti(path):
+            if is_nifti(path):
                 rel = path.relative_to(root)
-                cases.append(SeriesInput(_unique(_safe(_stem(Path("_".join(rel.parts)))), taken), path))
+                cases.append(SeriesInput(_unique(_safe(nifti_stem(Path("_".join(rel.parts)))), taken), path))
                 continue
             ds = _read_header(path)
             if ds is None or "SeriesInstanceUID" not in ds:

@@ -32,6 +32,7 @@ from .checks import check_head_ct as _check_head_ct
 from .checks import check_slice_pixels
 from .dicom_series import read_dicom_series
 from .errors import CTInputError
+from .paths import NIFTI_SUFFIXES, is_nifti
 
 __all__ = ["CTImageReader", "load_ct", "NIFTI_SUFFIXES"]
 
@@ -42,13 +43,7 @@ logger = logging.getLogger(__name__)
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register")
 
-#: File name endings read as NIfTI.
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _DICOM_FILE_SUFFIXES = (".dcm", ".dicom", ".ima")
-
-
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def _read_nifti(path: Path, air_hu: float, clip_below_air: bool) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -109,7 +104,7 @@ def _read_one(path: str | os.PathLike, slice_spacing: float | str, air_hu: float
         raise CTInputError(path, "does not exist.")
     if path.is_dir():
         return read_dicom_series(path, slice_spacing=slice_spacing, air_hu=air_hu, clip_below_air=clip_below_air)
-    if _is_nifti(path):
+    if is_nifti(path):
         return _read_nifti(path, air_hu, clip_below_air)
     if path.name.lower().endswith(_DICOM_FILE_SUFFIXES):
         raise CTInputError(
@@ -188,7 +183,7 @@ class CTImageReader(ImageReader):
         Returns:
             True when this reader can be asked to load them.
         """
-        return all(_is_nifti(Path(f)) or Path(f).is_dir() for f in ensure_tuple(filename))
+        return all(is_nifti(Path(f)) or Path(f).is_dir() for f in ensure_tuple(filename))
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs) -> _Pending:
         """Record the paths to load; nothing is read yet (see the class docstring).

@@ -25,13 +25,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bundle.data.datalist import DATALIST_SPLITS, DatalistError, load_datalist
+from bundle.io.paths import NIFTI_SUFFIXES, is_nifti, nifti_stem
 
 __all__ = ["NIFTI_SUFFIXES", "find_ct_inputs", "phantom_dataset_dir", "prepare_datalist"]
 
 logger = logging.getLogger(__name__)
 
-#: File name endings treated as NIfTI volumes.
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: Keys of a phantom specification (arguments of :func:`bundle.data.make_phantom_dataset`).
 _PHANTOM_KEYS = ("num_train", "num_val", "num_test", "seed", "in_plane_size", "num_slices")
 #: Optional keys, with the values that keep the folder name of a specification without them.
@@ -39,15 +38,7 @@ _OPTIONAL_PHANTOM_KEYS = {"scan": "classic", "pixel_spacing_mm": None, "coarse_s
 
 
 def _is_nifti(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES[::-1]:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return path.is_file() and is_nifti(path)
 
 
 def _is_series_dir(path: Path) -> bool:
@@ -141,8 +132,8 @@ def _generate_phantoms(folder: Path, phantoms: Mapping) -> Path:
 
 
 def _pair_decathlon(root: Path, val_fraction: float) -> dict[str, list[dict]]:
-    images = {_stem(p): p for p in sorted((root / "imagesTr").iterdir()) if _is_nifti(p) or _is_series_dir(p)}
-    labels = {_stem(p): p for p in sorted((root / "labelsTr").iterdir()) if _is_nifti(p)}
+    images = {nifti_stem(p): p for p in sorted((root / "imagesTr").iterdir()) if _is_nifti(p) or _is_series_dir(p)}
+    labels = {nifti_stem(p): p for p in sorted((root / "labelsTr").iterdir()) if _is_nifti(p)}
     unpaired = sorted(set(images) ^ set(labels))
     if unpaired:
         raise DatalistError(f"{root}: imagesTr and labelsTr do not pair up by name; unmatched: {unpaired[:5]}.")
