@@ -188,6 +188,7 @@ class _Pipeline:
         from monai.transforms import Compose, SaveImaged
 
         from bundle.device import resolve_device
+        from bundle.io.reader import quiet_gpu_decoder_notice
         from bundle.workflows.handlers import load_state_dict_file
 
         self.device = resolve_device(device)
@@ -201,7 +202,8 @@ class _Pipeline:
         parser = ConfigParser()
         parser.read_config([str(REPO_ROOT / "configs" / "inference.json"), str(preset_file)])
         parser["bundle_root"] = str(REPO_ROOT)
-        self.preprocessing = parser.get_parsed_content("preprocessing")
+        with quiet_gpu_decoder_notice():  # LoadImaged instantiates MONAI's GPU DICOM decoder, unused here
+            self.preprocessing = parser.get_parsed_content("preprocessing")
         self.network = parser.get_parsed_content("network_def")
         self.inferer = parser.get_parsed_content("inferer")
         post = parser.get_parsed_content("postprocessing")

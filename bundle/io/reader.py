@@ -16,11 +16,12 @@ Everything wrong with the input raises :class:`~bundle.io.errors.CTInputError` n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +35,40 @@ from .dicom_series import read_dicom_series
 from .errors import CTInputError
 from .paths import NIFTI_SUFFIXES, is_nifti
 
-__all__ = ["CTImageReader", "load_ct", "NIFTI_SUFFIXES"]
+__all__ = ["CTImageReader", "load_ct", "quiet_gpu_decoder_notice", "NIFTI_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
-# MONAI's LoadImage instantiates every reader it knows, among them the GPU DICOM decoder, which warns twice on every
-# machine without nvImageCodec (the CPU decoders are used, and this bundle reads DICOM series itself): only noise.
-logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register")
+#: The logger and the warning of MONAI's GPU DICOM decoder that say, on every machine without nvImageCodec, that it
+#: is not used (see :func:`quiet_gpu_decoder_notice`).
+GPU_DECODER_LOGGER = "monai.data.nvimgcodec_pydicom_plugin"
+GPU_DECODER_WARNING = "NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register"
+
+
+@contextlib.contextmanager
+def quiet_gpu_decoder_notice() -> Iterator[None]:
+    """Silence, inside the block only, the notice that MONAI's GPU DICOM decoder is unavailable.
+
+    MONAI's ``LoadImage`` (and so ``LoadImaged`` in a config) instantiates every reader it knows, among them
+    ``NvImgCodecPydicomReader``, which logs a warning and raises a ``UserWarning`` on every machine without
+    nvImageCodec. The CPU decoders are used, and this bundle reads DICOM series itself, so it is only noise: wrap the
+    construction of the pre-processing in this block. Nothing outside the block is changed (the logger's level and
+    the warning filters are restored).
+
+    Example:
+        >>> with quiet_gpu_decoder_notice():
+        ...     preprocessing = parser.get_parsed_content("preprocessing")  # doctest: +SKIP
+    """
+    plugin_logger = logging.getLogger(GPU_DECODER_LOGGER)
+    level = plugin_logger.level
+    plugin_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=GPU_DECODER_WARNING)
+            yield
+    finally:
+        plugin_logger.setLevel(level)
+
 
 _DICOM_FILE_SUFFIXES = (".dcm", ".dicom", ".ima")
 
