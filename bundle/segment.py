@@ -214,10 +214,11 @@ class _Pipeline:
         except (ValueError, RuntimeError) as err:
             raise SegmentError(f"weights file {self.weights} does not fit preset {self.preset!r}: {err}") from err
         self.network.to(self.device).eval()
-        # The same switch and dtype as the workflows (`amp`, `amp_kwargs` in the config; bf16 by default), which
-        # autocast on CUDA only.
+        # The same switch and dtype as the workflows (`amp`, `amp_kwargs` in the config), which autocast on CUDA only;
+        # bf16 also when a config gives no dtype (torch.autocast's own default on CUDA is fp16).
         self.amp = bool(parser.get_parsed_content("amp")) and self.device.type == "cuda"
-        self.amp_kwargs = dict(parser.get_parsed_content("amp_kwargs") or {}) if "amp_kwargs" in parser else {}
+        configured = dict(parser.get_parsed_content("amp_kwargs") or {}) if "amp_kwargs" in parser else {}
+        self.amp_kwargs = {"dtype": torch.bfloat16, **configured}
         self._torch = torch
         # the number of pre-processing steps up to and including Orientationd: the image there is HU, RAS
         names = [type(t).__name__ for t in self.preprocessing.transforms]
