@@ -53,7 +53,7 @@ from nibabel.affines import voxel_sizes
 
 from bundle.io.errors import CTInputError
 from bundle.segment_inputs import SeriesInput, SkippedSeries, find_series
-from bundle.utils import FileLock, LockHeld, atomic_output, atomic_write_text, pid_alive
+from bundle.utils import FileLock, LockHeld, atomic_write_text, pid_alive
 
 __all__ = [
     "SegmentError",
@@ -421,11 +421,11 @@ def _segment_one(
     reference: Path | None,
     tmp_root: Path,
 ) -> SeriesResult:
-    import nibabel as nib
     import torch
     from monai.data import MetaTensor
     from monai.transforms import Orientation
 
+    from bundle.io.writers import write_nifti
     from bundle.plausibility import check_mask
     from bundle.postprocessing import intracranial_volume_ml
 
@@ -439,12 +439,7 @@ def _segment_one(
     native = np.asarray(mask.detach().cpu().numpy()[0] > 0, dtype=np.uint8)
     affine = np.asarray(mask.affine.detach().cpu().numpy(), dtype=np.float64)
     files: list[str] = []
-    mask_path = output / f"{case.name}_mask.nii.gz"
-    with atomic_output(mask_path) as tmp:
-        img = nib.Nifti1Image(native, affine)
-        img.set_qform(affine, code=1)
-        img.set_sform(affine, code=1)
-        nib.save(img, str(tmp))
+    mask_path = write_nifti(native, affine, output / f"{case.name}_mask.nii.gz")
     logger.info("wrote %s", mask_path)
     files.append(mask_path.name)
     volume = intracranial_volume_ml(native, affine)

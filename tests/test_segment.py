@@ -82,6 +82,9 @@ def test_nifti_mask_has_the_input_shape_and_affine(tmp_path, tiny_weights, layou
     assert nib.aff2axcodes(mask.affine) == nib.aff2axcodes(header.affine)
     data = np.asarray(mask.dataobj)
     assert mask.get_data_dtype() == np.uint8 and set(np.unique(data)) <= {0, 1}
+    # written by bundle.io.writers.write_nifti, the one NIfTI writer: the same header as the input's
+    assert mask.header.get_xyzt_units() == header.header.get_xyzt_units() == ("mm", "sec")
+    assert (int(mask.header["sform_code"]), int(mask.header["qform_code"])) == (1, 1)
 
     report = json.loads((tmp_path / "out" / f"case{REPORT_SUFFIX}").read_text())
     assert report["intracranial_volume_ml"] == pytest.approx(intracranial_volume_ml(data, header.affine), abs=1e-3)
