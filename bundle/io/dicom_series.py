@@ -34,7 +34,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ __all__ = [
     "SourceGeometry",
     "read_dicom_series",
     "resample_to_source_slices",
+    "source_pixel_coordinates",
     "find_missing_slice_gaps",
     "choose_regular_spacing",
     "MAX_NORMAL_ANGLE_DEG",
@@ -102,6 +103,53 @@ class SourceGeometry:
     sop_instance_uids: tuple[str, ...]
     files: tuple[str, ...]
     slice_thickness: tuple[float, ...]
+
+    @classmethod
+    def from_datasets(cls, datasets: Sequence, files: Sequence[str] | None = None) -> SourceGeometry:
+        """The geometry of the given slices, in the given order.
+
+        Args:
+            datasets: the slices' pydicom datasets (headers are enough), one series with one orientation and pixel
+                spacing.
+            files: file name of each slice. Default None: each dataset's ``filename`` (its name only), or "".
+
+        Returns:
+            The geometry.
+
+        Raises:
+            ValueError: if ``datasets`` is empty or the slices differ in orientation, pixel spacing or size.
+        """
+        if len(datasets) == 0:
+            raise ValueError("datasets is empty.")
+        first = datasets[0]
+        orientation = tuple(float(v) for v in first.ImageOrientationPatient)
+        pixel_spacing = tuple(float(v) for v in first.PixelSpacing)
+        size = (int(first.Rows), int(first.Columns))
+        for ds in datasets[1:]:
+            if (
+                not np.allclose([float(v) for v in ds.ImageOrientationPatient], orientation, atol=1e-4)
+                or not np.allclose([float(v) for v in ds.PixelSpacing], pixel_spacing, rtol=1e-4)
+                or (int(ds.Rows), int(ds.Columns)) != size
+            ):
+                raise ValueError(
+                    f"slice {getattr(ds, 'SOPInstanceUID', '?')} differs from the first in ImageOrientationPatient, "
+                    "PixelSpacing, Rows or Columns; the slices are not one series grid."
+                )
+        if files is None:
+            files = [Path(str(getattr(ds, "filename", "") or "")).name for ds in datasets]
+        return cls(
+            series_instance_uid=str(first.get("SeriesInstanceUID", "")),
+            study_instance_uid=str(first.get("StudyInstanceUID", "")),
+            frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
+            orientation=orientation,
+            pixel_spacing=(pixel_spacing[0], pixel_spacing[1]),
+            rows=size[0],
+            columns=size[1],
+            positions=tuple(tuple(float(v) for v in ds.ImagePositionPatient) for ds in datasets),
+            sop_instance_uids=tuple(str(ds.get("SOPInstanceUID", "")) for ds in datasets),
+            files=tuple(files),
+            slice_thickness=tuple(float(ds.get("SliceThickness") or "nan") for ds in datasets),
+        )
 
     @property
     def num_slices(self) -> int:
@@ -675,6 +723,36 @@ def read_dicom_series(
     return volume, affine, meta
 
 
+def source_pixel_coordinates(
+    affine: np.ndarray, geometry: SourceGeometry, indices: Sequence[int] | None = None
+) -> Iterator[np.ndarray]:
+    """The voxel coordinates, in a volume with ``affine``, of the pixel centres of each source slice.
+
+    The one mapping from the DICOM slices' pixels to a volume's voxels (:meth:`SourceGeometry.pixel_to_ras`, then
+    the inverse of ``affine``), used by :func:`resample_to_source_slices` and
+    :func:`bundle.io.dicom_seg.frames_from_volume`.
+
+    Args:
+        affine: the volume's 4x4 voxel-to-RAS affine (mm), non-singular.
+        geometry: the source geometry.
+        indices: which source slices (positions in ``geometry.files``). Default None: all.
+
+    Yields:
+        One float64 array ``(3, Rows * Columns)`` per slice: the voxel index along each volume axis of pixel
+        ``(row, column)`` at position ``row * Columns + column``.
+
+    Example:
+        >>> coords = next(source_pixel_coordinates(meta["affine"], geometry))  # doctest: +SKIP
+    """
+    inverse = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+    cc, rr = np.meshgrid(np.arange(geometry.columns), np.arange(geometry.rows), indexing="xy")
+    pix = np.stack([cc.ravel(), rr.ravel(), np.zeros(cc.size), np.ones(cc.size)]).astype(np.float64)
+    to_ras_all = geometry.pixel_to_ras()
+    chosen = range(geometry.num_slices) if indices is None else indices
+    for i in chosen:
+        yield (inverse @ to_ras_all[i] @ pix)[:3]
+
+
 def resample_to_source_slices(
     volume: np.ndarray,
     affine: np.ndarray,
@@ -723,18 +801,13 @@ def resample_to_source_slices(
     aff = np.asarray(affine, dtype=np.float64)
     if aff.shape != (4, 4) or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
         raise ValueError(f"affine must be a non-singular 4x4 matrix, got {aff.tolist()}.")
-    inverse = np.linalg.inv(aff)
-    cc, rr = np.meshgrid(np.arange(geom.columns), np.arange(geom.rows), indexing="xy")
-    pix = np.stack([cc.ravel(), rr.ravel(), np.zeros(cc.size), np.ones(cc.size)]).astype(np.float64)
     src = vol if order == 0 else vol.astype(np.float32, copy=False)
     chosen = list(range(geom.num_slices)) if indices is None else [int(i) for i in indices]
     if any(i < 0 or i >= geom.num_slices for i in chosen):
         raise ValueError(f"indices must be in [0, {geom.num_slices}), got {indices}.")
     out = np.empty((len(chosen), geom.rows, geom.columns), dtype=src.dtype)
     upper = (np.asarray(src.shape, dtype=np.float64) - 1)[:, None]
-    to_ras_all = geom.pixel_to_ras()
-    for i, to_ras in enumerate(to_ras_all[chosen]):
-        idx = (inverse @ to_ras @ pix)[:3]
+    for i, idx in enumerate(source_pixel_coordinates(aff, geom, chosen)):
         clipped = np.clip(idx, 0, upper)
         idx = np.where(np.abs(idx - clipped) < 1e-3, clipped, idx)  # a slice exactly on the first/last grid plane
         out[i] = ndimage.map_coordinates(src, idx, order=order, mode="constant", cval=cval).reshape(
