@@ -17,6 +17,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from bundle.io.dicom_series import read_dicom_file
 from bundle.io.errors import CTInputError
 from bundle.io.paths import is_nifti, nifti_stem
 
@@ -61,11 +62,10 @@ def _safe(text: str) -> str:
 
 
 def _read_header(path: Path):
-    import pydicom
-
+    """The few tags discovery needs, read by the loader's DICOM file reader; None for anything unreadable."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-    except Exception:  # noqa: BLE001 - anything unreadable is "not a DICOM file" for discovery
+        return read_dicom_file(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except CTInputError:  # a damaged file claiming to be DICOM: not a series for discovery (the loader says why)
         return None
 
 

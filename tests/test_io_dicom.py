@@ -94,6 +94,18 @@ def test_regular_series_round_trip_is_exact(tmp_path):
     assert meta["ct_num_source_slices"] == SHAPE[2]
 
 
+@pytest.mark.parametrize("tilt_deg", [0.0, 20.0])
+def test_each_file_is_read_once(tmp_path, monkeypatch, tilt_deg):
+    """The loader reads every file of the series once, and the tags it needs from that one read."""
+    files = write(tmp_path / "s", tilt_deg=tilt_deg)
+    (tmp_path / "s" / "notes.txt").write_text("not DICOM")
+    reads: list[str] = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda fp, *a, **k: reads.append(Path(fp).name) or real(fp, *a, **k))
+    read_dicom_series(tmp_path / "s")
+    assert sorted(reads) == sorted([f.name for f in files] + ["notes.txt"])
+
+
 @pytest.mark.parametrize("tilt_deg", [12.0, -20.0])
 def test_tilted_series_is_corrected_in_world_space(tmp_path, tilt_deg):
     write(tmp_path / "s", tilt_deg=tilt_deg)
