@@ -9,8 +9,8 @@ several series or a corrupt file. This module does what the reader lacks; pixel 
 What it does, in order (see ``docs/data_loading.md``):
 
 1. reads every file once (:func:`read_dicom_file`) and refuses, with :class:`~bundle.io.errors.CTInputError`,
-   folders that hold no DICOM, several series, non-CT modalities, multi-frame objects, non-axial planes, mixed orientations or sizes,
-   duplicate slice positions or an isolated missing slice;
+   folders that hold no DICOM, several series, non-CT modalities, multi-frame objects, non-axial planes, mixed
+   orientations or sizes, duplicate slice positions or an isolated missing slice;
 2. sorts the slices along the slice-plane normal (not by ``InstanceNumber``);
 3. converts the stored values to HU (``RescaleSlope``/``RescaleIntercept`` per slice), maps
    ``PixelPaddingValue`` voxels, the out-of-field area and anything below air to ``air_hu`` (-1024);
