@@ -66,7 +66,12 @@ def test_fire_command_hands_the_api_function_to_fire():
 
 @pytest.mark.parametrize(
     "script, api",
-    [("segment.py", "bundle.segment:segment"), ("pseudo_label.py", "bundle.pseudo_label:pseudo_label_files")],
+    [
+        ("segment.py", "bundle.segment:segment"),
+        ("pseudo_label.py", "bundle.pseudo_label:pseudo_label_files"),
+        ("make_phantoms.py", "bundle.data.phantoms:make_phantom_dataset"),
+        ("dataset_stats.py", "bundle.transforms.stats:compute_dataset_stats"),
+    ],
 )
 def test_scripts_are_their_api_functions(repo_root, script, api):
     """The scripts' options are the API's signature (plus verbose): nothing is declared twice."""
