@@ -25,7 +25,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bundle.data.datalist import DATALIST_SPLITS, DatalistError, load_datalist
+from bundle.io.errors import CTInputError
 from bundle.io.paths import NIFTI_SUFFIXES, is_nifti, nifti_stem
+from bundle.segment_inputs import find_series
 
 __all__ = ["NIFTI_SUFFIXES", "find_ct_inputs", "phantom_dataset_dir", "prepare_datalist"]
 
@@ -64,13 +66,11 @@ def find_ct_inputs(folder: str | os.PathLike) -> list[str]:
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise DatalistError(f"dataset_dir {root} does not exist or is not a folder.")
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    found = [p for p in entries if _is_nifti(p) or _is_series_dir(p)]
-    if not found and any(p.is_file() for p in entries):
-        found = [root]  # the folder is one DICOM series
-    if not found:
-        raise DatalistError(f"dataset_dir {root} holds no NIfTI file (.nii, .nii.gz) and no DICOM series folder.")
-    return [str(p) for p in found]
+    try:
+        cases, _ = find_series(root, recursive=False)  # the segmenter's finder, one level deep
+    except CTInputError as err:
+        raise DatalistError(f"dataset_dir {err}") from None
+    return [str(case.path) for case in cases]
 
 
 def phantom_dataset_dir(phantom_dir: str | os.PathLike, phantoms: Mapping) -> Path:
