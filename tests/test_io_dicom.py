@@ -218,6 +218,29 @@ def test_padding_values_and_clipping(tmp_path):
     assert clipped.min() == -1024 and np.all(clipped[-3:, -3:] == -1024)
 
 
+@pytest.mark.parametrize("slope, intercept", [(None, "-1024"), ("", "-1024"), ("0", "-1024"), ("1", None), ("1", "")])
+def test_rescale_with_one_tag_missing_or_empty_uses_its_default(tmp_path, slope, intercept):
+    """pydicom's apply_rescale needs both tags; a missing or empty one (or a zero slope) counts as 1 or 0."""
+    files = write(tmp_path / "s")
+    reference, _, _ = read_dicom_series(tmp_path / "s")
+    stored = [pydicom.dcmread(f).pixel_array for f in files]
+
+    def edit(ds):
+        for keyword, value in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
+            if value is None:
+                delattr(ds, keyword)
+            else:
+                setattr(ds, keyword, value)
+
+    mutate(files, edit)
+    image, _, _ = read_dicom_series(tmp_path / "s", clip_below_air=False)
+    offset = -1024.0 if intercept else 0.0
+    expected = np.stack(stored).astype(np.float32).transpose(2, 1, 0) + offset
+    np.testing.assert_array_equal(image, expected)
+    if intercept:
+        np.testing.assert_array_equal(image, reference)
+
+
 def test_rescale_tags_missing_but_values_look_like_hu(tmp_path):
     files = write(tmp_path / "s")
 

@@ -427,9 +427,11 @@ def _to_hu(ds, path: Path, air_hu: float, assume_hu: bool) -> np.ndarray:
     if assume_hu:
         hu = stored.astype(np.float32)
     else:
-        # apply_rescale needs both tags; a slice with one of them (or an empty or zero slope) keeps the defaults
-        ds.RescaleSlope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        ds.RescaleIntercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        # apply_rescale needs both tags: one that is missing or empty (or a zero slope) gets its default, 1 or 0
+        if not ds.get("RescaleSlope"):
+            ds.RescaleSlope = 1.0
+        if ds.get("RescaleIntercept") in (None, ""):
+            ds.RescaleIntercept = 0.0
         hu = apply_rescale(stored, ds).astype(np.float32)
     if padding is not None:
         hu[padding] = air_hu
