@@ -187,7 +187,7 @@ class _Pipeline:
         from monai.transforms import Compose, SaveImaged
 
         from bundle.device import resolve_device
-        from bundle.workflows.handlers import load_state_dict_file
+        from bundle.weights import load_state_dict_file
 
         self.device = resolve_device(device)
         preset_file = _resolve_preset(preset)

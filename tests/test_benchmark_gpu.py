@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bundle.benchmarks import gpu
+from scripts.benchmarks import gpu
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"depths": (2,), "in_plane": 32, "features": 4, "hidden_channels": 2, "peer_features": 2, "repeats": 1}

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""scripts/export_zoo.py / bundle.zoo: the model-zoo bundle is assembled, formatted and passes the zoo's checks,
+"""scripts/export_zoo.py / scripts.zoo: the model-zoo bundle is assembled, formatted and passes the zoo's checks,
 and each check catches what it is for."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bundle.zoo import BUNDLE_NAME, PRECOMMIT_MAX_KB, ZooCheckError, assemble_bundle, check_bundle, export_zoo
+from scripts.zoo import BUNDLE_NAME, PRECOMMIT_MAX_KB, ZooCheckError, assemble_bundle, check_bundle, export_zoo
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +48,9 @@ def test_export_layout(exported: tuple[Path, dict], repo_root: Path):
     for rel in ("models/model.pt", "docs/README.md", "docs/data_license.txt", "bundle/networks/__init__.py"):
         assert rel in files
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc") or f == "scripts/export_zoo.py"]
+    # developer tooling and the optional nnU-Net plugin stay out of the zoo bundle
+    assert not [f for f in files if f.startswith(("scripts/benchmarks/", "bundle/nnunet/", "bundle/benchmarks/"))]
+    assert not {"scripts/zoo.py", "scripts/benchmark.py", "scripts/main_job_report.py", "bundle/zoo.py"} & files
     # the repository's own files are unchanged by the export (formatting happens in the copy)
     assert (bundle / "models" / "model.pt").read_bytes() == (repo_root / "models" / "model.pt").read_bytes()
     with zipfile.ZipFile(bundle.parent / f"{BUNDLE_NAME}.zip") as archive:
@@ -98,7 +101,7 @@ def _local_torch_version(b: Path) -> None:
 
 
 def _trailing_space(b: Path) -> None:
-    path = b / "bundle" / "zoo.py"
+    path = b / "bundle" / "utils.py"
     path.write_text(path.read_text().replace("\n\n", "\n  \n", 1))
 
 
@@ -135,7 +138,7 @@ BROKEN = [
     (_indent_two, "json", "[json] configs/metadata.json is not formatted"),
     (_version_not_in_changelog, "metadata", "version '9.9.9' is not a key of its changelog"),
     (_local_torch_version, "metadata", "pytorch_version '2.13.0+cpu' is not a plain release number"),
-    (_trailing_space, "text", "[text] bundle/zoo.py: trailing whitespace"),
+    (_trailing_space, "text", "[text] bundle/utils.py: trailing whitespace"),
     (_unpinned_import, "imports", "bundle/device.py: imports 'yaml' (package PyYAML)"),
     (_bad_import_order, "python", "[python] isort"),
     (_unlisted_large_file, "sizes", "docs/big.bin is 2048 KB > 1024 KB and not in large_files.yml"),

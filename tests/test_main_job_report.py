@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The main job's test-score report (bundle.benchmarks.main_job, scripts/main_job_report.py): the table's numbers,
+"""The main job's test-score report (scripts.benchmarks.main_job, scripts/main_job_report.py): the table's numbers,
 the segmenter's outputs beside the masks, and the command's exit status.
 
 The network is the tiny preset with seeded random weights on two tiny phantoms: these tests check the plumbing and the
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bundle.benchmarks.main_job import format_main_job_table, main_job_report
 from bundle.metrics import summarize
+from scripts.benchmarks.main_job import format_main_job_table, main_job_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per test

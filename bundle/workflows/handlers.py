@@ -30,15 +30,9 @@ from monai.handlers import CheckpointSaver
 
 from bundle.metrics import case_metrics, format_summary, summarize
 from bundle.utils import atomic_output, atomic_write_text
+from bundle.weights import load_state_dict_file
 
-__all__ = [
-    "AtomicCheckpointSaver",
-    "CaseMetricsHandler",
-    "PretrainedUNetHandler",
-    "ResumeHandler",
-    "load_state_dict_file",
-    "unwrap",
-]
+__all__ = ["AtomicCheckpointSaver", "CaseMetricsHandler", "PretrainedUNetHandler", "ResumeHandler", "unwrap"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,35 +55,6 @@ def _is_main_process() -> bool:
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-
-
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a weights file safely (``weights_only=True``): a plain state_dict or a ``{"model": state_dict}``.
-
-    Args:
-        path: the ``.pt`` file.
-
-    Returns:
-        The state_dict (tensor values).
-
-    Raises:
-        ValueError: if the file is missing, unreadable, or holds no state_dict.
-
-    Example:
-        >>> state = load_state_dict_file("models/model.pt")  # doctest: +SKIP
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} does not exist.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise ValueError(f"weights file {path} cannot be read as a PyTorch state_dict: {err}") from err
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"weights file {path} does not hold a state_dict of tensors.")
-    return dict(obj)
 
 
 class PretrainedUNetHandler:

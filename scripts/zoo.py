@@ -3,14 +3,16 @@
 
 :func:`export_zoo` copies what a zoo bundle holds from the repository (configs, ``models/model.pt``, ``docs/README.md``
 and ``docs/data_license.txt`` with the pictures the README links, ``LICENSE``, the ``bundle`` package the configs'
-``_target_`` values point at, the ``scripts/*.py`` command-line tools), writes ``large_files.yml`` for files above the
-zoo's pre-commit limit, normalises formatting as the zoo's pre-commit/``runtests.sh --autofix`` would (JSON: 4-space
-indent, keys unsorted, final newline; Python: isort and black with the zoo's settings) and then :func:`check_bundle`
-verifies a fresh copy of the result in a temporary folder: required and preferred files, sizes and
-``large_files.yml`` hashes (``download_large_files``, offline), version and changelog, ``verify_metadata`` against the
-given schema, ``verify_net_in_out``, ``ckpt_export`` to TorchScript and reload (the scripted model must reproduce the
-eager one), JSON and text formatting, black/isort/flake8 with the zoo's configuration, and that every package the
-Python code imports at module level is installed by the zoo's CPU premerge from ``metadata.json``'s pins.
+``_target_`` values point at (without the optional ``bundle/nnunet`` plugin), the ``scripts/*.py`` command-line tools
+(without the developer tooling: this module, ``scripts/benchmarks`` and the benchmark scripts), writes
+``large_files.yml`` for files above the zoo's pre-commit limit, normalises formatting as the zoo's
+pre-commit/``runtests.sh --autofix`` would (JSON: 4-space indent, keys unsorted, final newline; Python: isort and black
+with the zoo's settings) and then :func:`check_bundle` verifies a fresh copy of the result in a temporary folder:
+required and preferred files, sizes and ``large_files.yml`` hashes (``download_large_files``, offline), version and
+changelog, ``verify_metadata`` against the given schema, ``verify_net_in_out``, ``ckpt_export`` to TorchScript and
+reload (the scripted model must reproduce the eager one), JSON and text formatting, black/isort/flake8 with the zoo's
+configuration, and that every package the Python code imports at module level is installed by the zoo's CPU premerge
+from ``metadata.json``'s pins.
 
 Custom code stays in the ``bundle`` package (the configs reference ``bundle.*``); the zoo does not require the name
 ``scripts``. MONAI Label's ``unload_module("scripts")`` only re-imports a package named ``scripts`` per request, so a
@@ -85,6 +87,10 @@ BLACK_ARGS = (
     "--target-version",
     "py39",
 )
+# not shipped: developer tooling (the zoo export itself, benchmarks and their reports) and the optional nnU-Net
+# plugin, which imports nnunetv2 (not a dependency of the bundle)
+DEVELOPER_SCRIPTS = frozenset({"__init__.py", "benchmark.py", "export_zoo.py", "main_job_report.py", "zoo.py"})
+EXCLUDED_PACKAGES = ("bundle/nnunet/",)
 TEXT_SUFFIXES = {".py", ".json", ".md", ".txt", ".yml", ".yaml", ".conf", ".sh", ".cfg", ".toml"}
 _LINK = re.compile(r"\]\(([^)\s]+)\)|src=\"([^\"]+)\"")
 _PLAIN_VERSION = re.compile(r"^\d+(\.\d+)*$")
@@ -109,10 +115,14 @@ def _bundle_files(repo_root: Path) -> list[str]:
     for top in ("configs", "bundle"):
         for path in (repo_root / top).rglob("*"):
             rel = path.relative_to(repo_root)
-            if path.is_file() and not skip_dirs & set(rel.parts) and path.suffix not in {".pyc", ".pyo"}:
+            if rel.as_posix().startswith(EXCLUDED_PACKAGES) or skip_dirs & set(rel.parts):
+                continue
+            if path.is_file() and path.suffix not in {".pyc", ".pyo"}:
                 files.add(rel.as_posix())
     files.update(
-        p.relative_to(repo_root).as_posix() for p in (repo_root / "scripts").glob("*.py") if p.name != "export_zoo.py"
+        p.relative_to(repo_root).as_posix()
+        for p in (repo_root / "scripts").glob("*.py")
+        if p.name not in DEVELOPER_SCRIPTS
     )
     readme = repo_root / "docs" / "README.md"
     for match in _LINK.finditer(readme.read_text(encoding="utf-8")):
