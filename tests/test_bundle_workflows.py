@@ -17,6 +17,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor
+from monai.handlers import CheckpointLoader
 
 from bundle.data.datalist import DatalistError
 from bundle.networks import SliceNorm2d, UNet2D, UNetConvLSTM, use_slice_statistics
@@ -250,6 +251,21 @@ def test_pretrained_unet_handler_without_file_warns_and_does_nothing(tmp_path, c
     assert all(p.requires_grad for p in network.parameters())
     for key, value in network.state_dict().items():
         torch.testing.assert_close(value, before[key])
+
+
+def test_pretrained_unet_handler_is_quiet_when_a_checkpoint_loader_initialises_the_network(tmp_path, caplog):
+    """MONAI Label fine-tunes from models/model.pt with a CheckpointLoader inserted first in train#handlers: the
+    missing stage-1 file is then not worth a warning."""
+    network = UNetConvLSTM(1, 2, features=4, hidden_channels=4)
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    engine = Engine(lambda e, b: None)
+    CheckpointLoader(str(tmp_path / "model.pt"), {"model": network}).attach(engine)
+    handler = PretrainedUNetHandler(network, tmp_path / "missing.pt", freeze_iterations=3)
+    with caplog.at_level(logging.INFO):
+        handler.attach(engine)
+    assert not handler.loaded
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "not found" in r.getMessage()]
+    assert "loaded from other weights" in caplog.text
 
 
 @pytest.mark.parametrize(

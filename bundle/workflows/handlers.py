@@ -26,7 +26,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.data import MetaTensor
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from bundle.metrics import case_metrics, format_summary, summarize
 from bundle.utils import atomic_output, atomic_write_text
@@ -55,6 +55,18 @@ def _is_main_process() -> bool:
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)
+
+
+def _loads_network(engine: Engine, network: torch.nn.Module) -> bool:
+    """Whether a MONAI ``CheckpointLoader`` attached to ``engine`` loads weights into ``network`` when it starts."""
+    target = unwrap(network)
+    # ignite has no public list of an event's handlers; CheckpointLoader.attach adds itself to Events.STARTED
+    for handler, *_ in engine._event_handlers.get(Events.STARTED, []):
+        if isinstance(handler, CheckpointLoader):
+            modules = [m for m in handler.load_dict.values() if isinstance(m, torch.nn.Module)]
+            if any(unwrap(m) is target for m in modules):
+                return True
+    return False
 
 
 class PretrainedUNetHandler:
@@ -110,16 +122,26 @@ class PretrainedUNetHandler:
             )
         return unet
 
-    def load(self) -> bool:
-        """Load the stage-1 weights into ``network.unet``; return whether a file was loaded."""
+    def load(self, warn_missing: bool = True) -> bool:
+        """Load the stage-1 weights into ``network.unet``; return whether a file was loaded.
+
+        Args:
+            warn_missing: warn when the checkpoint file does not exist (stage 2 then starts from the network's
+                random initialisation); False logs it at INFO level. Defaults to True.
+        """
         if self.checkpoint is None:
             return False
         if not self.checkpoint.is_file():
-            logger.warning(
-                "stage-1 U-Net weights %s not found: stage 2 trains the whole network from its random "
-                "initialisation, without freezing (run stage 1 first to follow the paper).",
-                self.checkpoint,
-            )
+            if warn_missing:
+                logger.warning(
+                    "stage-1 U-Net weights %s not found: stage 2 trains the whole network from its random "
+                    "initialisation, without freezing (run stage 1 first to follow the paper).",
+                    self.checkpoint,
+                )
+            else:
+                logger.info(
+                    "stage-1 U-Net weights %s not found; the network is loaded from other weights.", self.checkpoint
+                )
             return False
         unet = self._unet()
         state = load_state_dict_file(self.checkpoint)
@@ -140,8 +162,13 @@ class PretrainedUNetHandler:
         return True
 
     def attach(self, engine: Engine) -> None:
-        """Load the weights now and, if loaded and ``freeze_iterations > 0``, freeze them at each iteration start."""
-        self.loaded = self.load()
+        """Load the weights now and, if loaded and ``freeze_iterations > 0``, freeze them at each iteration start.
+
+        A missing stage-1 file is only worth a warning when nothing else initialises the network: when a
+        ``CheckpointLoader`` of the whole network is attached before this handler (MONAI Label's fine-tuning from
+        ``models/model.pt``, ``configs/train_finetune.json``) it is logged at INFO level.
+        """
+        self.loaded = self.load(warn_missing=not _loads_network(engine, self.network))
         if self.loaded and self.freeze_iterations > 0:
             engine.add_event_handler(Events.ITERATION_STARTED, self.update_freezing)
             engine.add_event_handler(Events.COMPLETED, self.release)
