@@ -70,9 +70,19 @@ def test_metadata_verifies_against_schema_offline(bundle_path):
     meta = _load("metadata.json")
     assert "optional_packages_version" not in meta  # both keys would silently override each other
     assert meta["version"] in meta["changelog"]
+
+
+def test_one_version_everywhere():
+    """metadata.json's version (the zoo's) is the bundle's: the package (DICOM SEG and reports name it) and
+    pyproject.toml give the same; the changelog's newest entry is it."""
+    import tomllib
+
     import bundle
 
-    assert bundle.__version__ == meta["version"]  # DICOM SEG and reports name the package version
+    meta = _load("metadata.json")
+    assert bundle.__version__ == meta["version"]
+    assert tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"] == meta["version"]
+    assert next(iter(meta["changelog"])) == meta["version"]
 
 
 def test_metadata_matches_the_network():
