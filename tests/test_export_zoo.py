@@ -74,7 +74,30 @@ def test_large_files_are_listed_with_their_hash(exported: tuple[Path, dict]):
     for entry in entries:
         assert entry["hash_type"] == "sha256"
         assert entry["hash_val"] == hashlib.sha256((bundle / entry["path"]).read_bytes()).hexdigest()
-    assert len(report["warnings"]) == len(large)  # no url given: one warning per large file
+        assert entry["url"].startswith("https://")  # the zoo's download step rejects an empty url
+    assert "models/model.pt" not in large  # float16 weights: under the limit, committed with the bundle
+    assert report["warnings"] == []
+
+
+def test_export_passes_black_as_the_zoo_runs_it(exported: tuple[Path, dict], tmp_path: Path):
+    """The zoo's code-format workflow runs `black --skip-magic-trailing-comma --check` with its pyproject.toml."""
+    bundle, _ = exported
+    command = [sys.executable, "-m", "black", "--skip-magic-trailing-comma", "--check", "--line-length", "120"]
+    command += ["--target-version", "py37", "--target-version", "py38", "--target-version", "py39", str(bundle)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_large_file_without_url_is_refused(repo_root: Path, tmp_path: Path):
+    repo = tmp_path / "repo"
+    for rel in ("configs", "bundle", "docs", "models"):
+        shutil.copytree(repo_root / rel, repo / rel, ignore=shutil.ignore_patterns("__pycache__", "nnunet"))
+    shutil.copy(repo_root / "LICENSE", repo / "LICENSE")
+    (repo / "models" / "model.pt").write_bytes((repo_root / "models" / "model.pt").read_bytes() * 2)
+    with pytest.raises(ZooCheckError, match="models/model.pt exceed the zoo's 1024 KB pre-commit limit"):
+        assemble_bundle(repo, tmp_path / "out")
+    bundle = assemble_bundle(repo, tmp_path / "out", large_files_url="https://example.org/v1/")
+    assert "https://example.org/v1/models/model.pt" in (bundle / "large_files.yml").read_text()
 
 
 def _break_license(b: Path) -> None:
@@ -126,6 +149,13 @@ def _wrong_hash(b: Path) -> None:
     path.write_text(text[:start] + "0" * 64 + text[start + 64 :])
 
 
+def _empty_url(b: Path) -> None:
+    path = b / "large_files.yml"
+    text = path.read_text()
+    start = text.index('url: "') + len('url: "')
+    path.write_text(text[:start] + text[text.index('"', start) :])
+
+
 def _pycache(b: Path) -> None:
     (b / "bundle" / "__pycache__").mkdir(exist_ok=True)
     (b / "bundle" / "__pycache__" / "zoo.cpython-311.pyc").write_bytes(b"\0")
@@ -143,6 +173,7 @@ BROKEN = [
     (_bad_import_order, "python", "[python] isort"),
     (_unlisted_large_file, "sizes", "docs/big.bin is 2048 KB > 1024 KB and not in large_files.yml"),
     (_wrong_hash, "sizes", "does not match the file"),
+    (_empty_url, "sizes", "the zoo's download step rejects an empty url"),
 ]
 
 
