@@ -26,6 +26,7 @@ def _script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_refuses_without_cuda_and_documents_the_run():
     result = _script()
     assert result.returncode == 2
@@ -40,6 +41,7 @@ def test_refuses_without_cuda_and_documents_the_run():
         assert phrase in text, phrase
 
 
+@pytest.mark.slow
 def test_table_on_cpu_covers_every_row():
     rows = gpu.run_gpu_benchmark("cpu", predict=True, **TINY)
     runs = [(row["run"], row["dtype"]) for row in rows]
@@ -54,6 +56,7 @@ def test_table_on_cpu_covers_every_row():
     assert len(table.splitlines()) == 3 + len(rows)
 
 
+@pytest.mark.slow
 def test_out_of_memory_and_time_limit_are_reported(monkeypatch):
     real_measure = gpu._measure
     calls = []

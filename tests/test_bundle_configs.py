@@ -278,6 +278,7 @@ workflow.finalize()
 
 
 @pytest.mark.filterwarnings("ignore:.*coarser than:UserWarning")
+@pytest.mark.slow
 def test_workflow_api_from_the_parent_folder(tmp_path):
     """monai.bundle's workflow API run from the folder above the bundle: every path goes through bundle_root (the
     intensity statistics, the weights) and the bundle package is found through it, not through the working folder."""

@@ -80,6 +80,7 @@ def test_check_properties_after_initialize(tiny, names, workflow_type):
     assert workflow.check_properties() == []
 
 
+@pytest.mark.slow
 def test_two_stage_training_evaluation_and_inference(tiny, caplog):
     overrides, root = tiny["overrides"], tiny["root"]
     meta = str(CONFIGS / "metadata.json")
@@ -151,6 +152,7 @@ def test_two_stage_training_evaluation_and_inference(tiny, caplog):
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
 
 
+@pytest.mark.slow
 def test_training_resumes_after_an_interruption(tiny, caplog):
     from ignite.engine import Events
 
@@ -202,6 +204,7 @@ def _write_oblique_lps_nifti(
     return paths[0], paths[1]
 
 
+@pytest.mark.slow
 def test_inference_writes_masks_in_the_input_geometry(tmp_path):
     """The shipped lite weights segment an oblique LPS NIfTI and a DICOM series; masks come back on their grids."""
     from bundle.data.phantoms import make_phantom
@@ -240,6 +243,7 @@ def test_inference_writes_masks_in_the_input_geometry(tmp_path):
     assert dice_score(np.asarray(canonical.dataobj), phantom.label) > 0.9
 
 
+@pytest.mark.slow
 def test_multi_gpu_train_runs_with_gloo_on_two_cpu_processes(tiny, tmp_path):
     from bundle.networks import UNet2D
 

@@ -32,6 +32,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, schema: Path) -> tuple[Pa
     return cwd / "dist" / BUNDLE_NAME, json.loads((cwd / "dist" / "report.json").read_text())
 
 
+@pytest.mark.slow
 def test_export_passes_every_zoo_check(exported: tuple[Path, dict]):
     _, report = exported
     expected = {"files", "sizes", "metadata", "imports", "json", "text", "python"}
@@ -40,6 +41,7 @@ def test_export_passes_every_zoo_check(exported: tuple[Path, dict]):
     assert all(value.startswith("ok") for value in report["checks"].values()), report["checks"]
 
 
+@pytest.mark.slow
 def test_export_layout(exported: tuple[Path, dict], repo_root: Path):
     bundle, report = exported
     files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
@@ -58,6 +60,7 @@ def test_export_layout(exported: tuple[Path, dict], repo_root: Path):
     assert names == {f"{BUNDLE_NAME}/{f}" for f in files}
 
 
+@pytest.mark.slow
 def test_large_files_are_listed_with_their_hash(exported: tuple[Path, dict]):
     import yaml
 
@@ -79,6 +82,7 @@ def test_large_files_are_listed_with_their_hash(exported: tuple[Path, dict]):
     assert report["warnings"] == []
 
 
+@pytest.mark.slow
 def test_export_passes_black_as_the_zoo_runs_it(exported: tuple[Path, dict], tmp_path: Path):
     """The zoo's code-format workflow runs `black --skip-magic-trailing-comma --check` with its pyproject.toml."""
     bundle, _ = exported
@@ -177,6 +181,7 @@ BROKEN = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mutate, group, message", BROKEN, ids=[b[0].__name__.strip("_") for b in BROKEN])
 def test_check_catches(exported: tuple[Path, dict], tmp_path: Path, mutate, group: str, message: str):
     bundle = shutil.copytree(exported[0], tmp_path / BUNDLE_NAME)  # passes every group (test above)
@@ -199,6 +204,7 @@ def test_assemble_refuses_incomplete_repo_and_existing_output(repo_root: Path, t
         assemble_bundle(repo_root, tmp_path / "out", name="my bundle")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -84,6 +84,7 @@ def test_report_segments_scores_and_writes(tmp_path, tiny_weights, capsys):
     assert sorted(p.name for p in (run / "test_scans" / "images").iterdir()) == [f"{n}.nii.gz" for n in names]
 
 
+@pytest.mark.slow
 def test_cli_missing_weights_exit_2(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "main_job_report.py"), "--run_dir", str(tmp_path)],
