@@ -152,7 +152,6 @@ def test_two_stage_training_evaluation_and_inference(tiny, caplog):
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
 
 
-@pytest.mark.slow
 def test_training_resumes_after_an_interruption(tiny, caplog):
     from ignite.engine import Events
 
