@@ -20,6 +20,7 @@ import torch
 from monai.config import NdarrayOrTensor
 from monai.metrics import compute_hausdorff_distance
 from monai.utils.type_conversion import convert_to_numpy
+from nibabel.affines import voxel_sizes
 
 __all__ = [
     "EmptyMaskWarning",
@@ -58,6 +59,8 @@ def _pair(pred: NdarrayOrTensor, ref: NdarrayOrTensor) -> tuple[np.ndarray, np.n
 def spacing_from_affine(affine: NdarrayOrTensor) -> tuple[float, ...]:
     """Voxel spacing (mm) along each array axis: the lengths of the affine's first columns.
 
+    A checked wrapper of :func:`nibabel.affines.voxel_sizes`, which the rest of the bundle calls directly.
+
     Args:
         affine: (N+1)x(N+1) voxel-to-world affine.
 
@@ -74,8 +77,7 @@ def spacing_from_affine(affine: NdarrayOrTensor) -> tuple[float, ...]:
     a = np.asarray(convert_to_numpy(affine), dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] not in (3, 4):
         raise ValueError(f"affine must be a 3x3 or 4x4 matrix, got shape {a.shape}.")
-    n = a.shape[0] - 1
-    return tuple(float(v) for v in np.linalg.norm(a[:n, :n], axis=0))
+    return tuple(float(v) for v in voxel_sizes(a))
 
 
 def _resolve_spacing(spacing: NdarrayOrTensor | Sequence[float] | None, ndim: int) -> tuple[float, ...]:

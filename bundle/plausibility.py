@@ -40,6 +40,7 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
 from bundle.postprocessing import intracranial_volume_ml
@@ -336,7 +337,7 @@ def check_mask(
     if not array.any():
         return [MaskFinding("empty", "the mask is empty: no cranial cavity was found; is this a head CT?")]
     volume = intracranial_volume_ml(array, matrix) if volume_ml is None else float(volume_ml)
-    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    spacing = voxel_sizes(matrix)
     directions = matrix[:3, :3] / spacing
     axis = int(np.argmax(np.abs(directions[2])))  # the voxel axis closest to the world's S direction
     others = tuple(a for a in range(3) if a != axis)

@@ -44,15 +44,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 from scipy import ndimage
 
+from bundle.io.paths import is_nifti
 from bundle.postprocessing import intracranial_volume_ml, postprocess_cranial_cavity
 
 __all__ = ["PseudoLabelError", "pseudo_label_cranial_cavity", "pseudo_label_files"]
 
 logger = logging.getLogger(__name__)
-
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 class PseudoLabelError(ValueError):
@@ -63,7 +63,7 @@ def _spacing(affine: np.ndarray) -> np.ndarray:
     aff = np.asarray(affine, dtype=np.float64)
     if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
         raise PseudoLabelError(f"affine must be a finite 4x4 matrix, got {aff.tolist()}.")
-    spacing = np.linalg.norm(aff[:3, :3], axis=0)
+    spacing = voxel_sizes(aff)
     if np.any(spacing <= 0):
         raise PseudoLabelError(f"affine has a zero voxel size: spacing {spacing.tolist()}.")
     return spacing
@@ -241,7 +241,7 @@ def pseudo_label_cranial_cavity(
 
 
 def _nifti_name(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(_NIFTI_SUFFIXES) and not path.name.startswith(".")
+    return path.is_file() and is_nifti(path) and not path.name.startswith(".")
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -294,7 +294,7 @@ def pseudo_label_files(
         if _is_within(target, source):
             raise PseudoLabelError(f"output {target} is inside the input folder {source}; choose another folder.")
     else:
-        if not source.name.lower().endswith(_NIFTI_SUFFIXES):
+        if not is_nifti(source):
             raise PseudoLabelError(f"input {source} is not a NIfTI file (.nii or .nii.gz).")
         files = [source]
         if target == source.parent:

@@ -36,6 +36,7 @@ import torch
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.utils.type_conversion import convert_to_numpy
+from nibabel.affines import voxel_sizes
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
@@ -135,7 +136,7 @@ def _geometry(
     values = np.asarray(convert_to_numpy(affine_or_spacing, wrap_sequence=True), dtype=np.float64)
     if values.shape == (4, 4):
         affine = values
-        spacing = np.linalg.norm(values[:3, :3], axis=0)
+        spacing = voxel_sizes(values)
     elif values.shape == (3,):
         spacing = values
         affine = np.diag([*values.tolist(), 1.0])

@@ -49,10 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 
 from bundle.io.errors import CTInputError
 from bundle.segment_inputs import SeriesInput, SkippedSeries, find_series
-from bundle.utils import FileLock, LockHeld, atomic_output, atomic_write_text, pid_alive
+from bundle.utils import FileLock, LockHeld, atomic_write_text, pid_alive
 
 __all__ = [
     "SegmentError",
@@ -187,6 +188,7 @@ class _Pipeline:
         from monai.transforms import Compose, SaveImaged
 
         from bundle.device import resolve_device
+        from bundle.io.reader import quiet_gpu_decoder_notice
         from bundle.weights import load_state_dict_file
 
         self.device = resolve_device(device)
@@ -200,7 +202,8 @@ class _Pipeline:
         parser = ConfigParser()
         parser.read_config([str(REPO_ROOT / "configs" / "inference.json"), str(preset_file)])
         parser["bundle_root"] = str(REPO_ROOT)
-        self.preprocessing = parser.get_parsed_content("preprocessing")
+        with quiet_gpu_decoder_notice():  # LoadImaged instantiates MONAI's GPU DICOM decoder, unused here
+            self.preprocessing = parser.get_parsed_content("preprocessing")
         self.network = parser.get_parsed_content("network_def")
         self.inferer = parser.get_parsed_content("inferer")
         post = parser.get_parsed_content("postprocessing")
@@ -211,10 +214,11 @@ class _Pipeline:
         except (ValueError, RuntimeError) as err:
             raise SegmentError(f"weights file {self.weights} does not fit preset {self.preset!r}: {err}") from err
         self.network.to(self.device).eval()
-        # The same switch and dtype as the workflows (`amp`, `amp_kwargs` in the config; bf16 by default), which
-        # autocast on CUDA only.
+        # The same switch and dtype as the workflows (`amp`, `amp_kwargs` in the config), which autocast on CUDA only;
+        # bf16 also when a config gives no dtype (torch.autocast's own default on CUDA is fp16).
         self.amp = bool(parser.get_parsed_content("amp")) and self.device.type == "cuda"
-        self.amp_kwargs = dict(parser.get_parsed_content("amp_kwargs") or {}) if "amp_kwargs" in parser else {}
+        configured = dict(parser.get_parsed_content("amp_kwargs") or {}) if "amp_kwargs" in parser else {}
+        self.amp_kwargs = {"dtype": torch.bfloat16, **configured}
         self._torch = torch
         # the number of pre-processing steps up to and including Orientationd: the image there is HU, RAS
         names = [type(t).__name__ for t in self.preprocessing.transforms]
@@ -246,10 +250,6 @@ def _get_pipeline(preset: str, weights: str | os.PathLike | None, device: str) -
         _PIPELINES.clear()  # keep at most one network in memory
         _PIPELINES[key] = _Pipeline(preset, weights, device)
     return _PIPELINES[key]
-
-
-def _spacing(affine: np.ndarray) -> list[float]:
-    return [float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
 
 
 def build_report(
@@ -286,7 +286,7 @@ def build_report(
     Example:
         >>> report = build_report(case=case, mask_shape=(64, 64, 24), ...)  # doctest: +SKIP
     """
-    spacing = _spacing(mask_affine)
+    spacing = [float(v) for v in voxel_sizes(np.asarray(mask_affine, dtype=np.float64))]
     findings = [dict(f) for f in findings]
     report = {
         "name": case.name,
@@ -410,6 +410,71 @@ def _case_warnings(caught: Sequence[warnings.WarningMessage], case: SeriesInput,
     return messages
 
 
+def _orient_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """A native-geometry mask in the RAS voxel order of the checks and the QC picture (slice indices of its views)."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation
+
+    orient = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
+    return orient(MetaTensor(torch.from_numpy(array)[None], affine=torch.as_tensor(affine))).numpy()[0]
+
+
+def _plausibility_findings(case: SeriesInput, mask_ras: np.ndarray, hu_ras, volume: float, messages: list[str]) -> list:
+    """The mask's plausibility findings (on the RAS mask and HU image); each new message is logged and appended."""
+    from bundle.plausibility import check_mask
+
+    findings = check_mask(mask_ras, hu_ras.affine.numpy(), hu_ras.numpy()[0], volume_ml=volume)
+    for finding in findings:
+        if finding.message not in messages:
+            messages.append(finding.message)
+            logger.warning("%s: %s: %s", case.name, finding.code, finding.message)
+    return findings
+
+
+def _write_seg(
+    case: SeriesInput,
+    output: Path,
+    native: np.ndarray,
+    affine: np.ndarray,
+    meta: dict,
+    sources: tuple[Path, dict[str, Path]],
+    messages: list[str],
+) -> str | None:
+    """Write the DICOM SEG on the source slices (``sources``: folder loaded, staged names); None if not DICOM."""
+    if meta.get("ct_format") != "dicom":
+        messages.append("dicom_seg requested but the input is not DICOM; no SEG written")
+        logger.warning("%s: %s", case.name, messages[-1])
+        return None
+    from bundle.io.dicom_seg import write_dicom_seg
+    from bundle.io.dicom_series import SourceGeometry, read_dicom_file, resample_to_source_slices
+
+    load_path, staged_map = sources
+    geometry = SourceGeometry.from_json(meta["ct_source_geometry"])
+    frames = resample_to_source_slices(native, affine, geometry, order=0)
+    paths = [staged_map.get(f, Path(load_path) / f) for f in geometry.files]
+    datasets = [read_dicom_file(p, stop_before_pixels=True) for p in paths]
+    seg_path = output / f"{case.name}_seg.dcm"
+    write_dicom_seg(frames, datasets, seg_path)  # logs the file written
+    return seg_path.name
+
+
+def _agreement(reference: Path, native: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The reference mask (input geometry) and the report's agreement entries (its volume, the Dice score)."""
+    from bundle.metrics import dice_score
+    from bundle.postprocessing import intracranial_volume_ml
+
+    ref = _load_reference(reference, native.shape, affine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # both empty: nan, reported as null
+        dice = dice_score(native, ref)
+    return ref, {
+        "reference": str(reference),
+        "reference_volume_ml": round(float(intracranial_volume_ml(ref, affine)), 3),
+        "dice_vs_reference": None if np.isnan(dice) else round(float(dice), 5),
+    }
+
+
 def _segment_one(
     case: SeriesInput,
     output: Path,
@@ -421,12 +486,8 @@ def _segment_one(
     reference: Path | None,
     tmp_root: Path,
 ) -> SeriesResult:
-    import nibabel as nib
-    import torch
-    from monai.data import MetaTensor
-    from monai.transforms import Orientation
-
-    from bundle.plausibility import check_mask
+    """Segment one case and write its files: mask, DICOM SEG, QC picture, then the report (last)."""
+    from bundle.io.writers import write_nifti
     from bundle.postprocessing import intracranial_volume_ml
 
     start = time.perf_counter()
@@ -438,71 +499,25 @@ def _segment_one(
 
     native = np.asarray(mask.detach().cpu().numpy()[0] > 0, dtype=np.uint8)
     affine = np.asarray(mask.affine.detach().cpu().numpy(), dtype=np.float64)
-    files: list[str] = []
-    mask_path = output / f"{case.name}_mask.nii.gz"
-    with atomic_output(mask_path) as tmp:
-        img = nib.Nifti1Image(native, affine)
-        img.set_qform(affine, code=1)
-        img.set_sform(affine, code=1)
-        nib.save(img, str(tmp))
+    mask_path = write_nifti(native, affine, output / f"{case.name}_mask.nii.gz")
     logger.info("wrote %s", mask_path)
-    files.append(mask_path.name)
+    files = [mask_path.name]
     volume = intracranial_volume_ml(native, affine)
-    # the checks and the QC picture work on the RAS arrays (slice indices of the picture's axial views)
-    labels = (("L", "R"), ("P", "A"), ("I", "S"))
-    orient = Orientation(axcodes="RAS", labels=labels)
-    mask_ras = orient(MetaTensor(torch.from_numpy(native)[None], affine=torch.as_tensor(affine)))
-    hu = hu_ras.numpy()[0]
-    findings = check_mask(mask_ras.numpy()[0], hu_ras.affine.numpy(), hu, volume_ml=volume)
-    for finding in findings:
-        if finding.message not in messages:
-            messages.append(finding.message)
-            logger.warning("%s: %s: %s", case.name, finding.code, finding.message)
-
+    mask_ras = _orient_ras(native, affine)
+    findings = _plausibility_findings(case, mask_ras, hu_ras, volume, messages)
     if dicom_seg:
-        if meta.get("ct_format") != "dicom":
-            messages.append("dicom_seg requested but the input is not DICOM; no SEG written")
-            logger.warning("%s: %s", case.name, messages[-1])
-        else:
-            import pydicom
-
-            from bundle.io.dicom_seg import write_dicom_seg
-            from bundle.io.dicom_series import SourceGeometry, resample_to_source_slices
-
-            geometry = SourceGeometry.from_json(meta["ct_source_geometry"])
-            frames = resample_to_source_slices(native, affine, geometry, order=0)
-            sources = [staged_map.get(f, Path(load_path) / f) for f in geometry.files]
-            datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in sources]
-            seg_path = output / f"{case.name}_seg.dcm"
-            write_dicom_seg(frames, datasets, seg_path)  # logs the file written
-            files.append(seg_path.name)
-
-    ref = None
-    agreement: dict = {}
-    if reference is not None:
-        from bundle.metrics import dice_score
-
-        ref = _load_reference(reference, native.shape, affine)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # both empty: nan, reported as null
-            dice = dice_score(native, ref)
-        agreement = {
-            "reference": str(reference),
-            "reference_volume_ml": round(float(intracranial_volume_ml(ref, affine)), 3),
-            "dice_vs_reference": None if np.isnan(dice) else round(float(dice), 5),
-        }
+        seg_name = _write_seg(case, output, native, affine, meta, (load_path, staged_map), messages)
+        files += [seg_name] if seg_name else []
+    ref, agreement = _agreement(reference, native, affine) if reference is not None else (None, {})
     if qc:
         from bundle.qc import save_qc_png
 
-        ref_ras = None
-        if ref is not None:
-            ref_ras = orient(MetaTensor(torch.from_numpy(ref.astype(np.uint8))[None], affine=torch.as_tensor(affine)))
-            ref_ras = ref_ras.numpy()[0]
         qc_path = output / f"{case.name}_qc.png"
+        ref_ras = None if ref is None else _orient_ras(ref.astype(np.uint8), affine)
         save_qc_png(
             qc_path,
-            hu,
-            mask_ras.numpy()[0],
+            hu_ras.numpy()[0],
+            mask_ras,
             hu_ras.affine.numpy(),
             reference=ref_ras,
             case_name=case.name,
@@ -510,14 +525,13 @@ def _segment_one(
         )  # logs the file written
         files.append(qc_path.name)
 
-    seconds = time.perf_counter() - start
     report = build_report(
         case=case,
         mask_shape=native.shape,
         mask_affine=affine,
         volume_ml=volume,
         meta=meta,
-        seconds=seconds,
+        seconds=time.perf_counter() - start,
         pipeline_info=pipeline_info,
         warnings_list=messages,
         files=files,

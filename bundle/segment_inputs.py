@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Find the CT series to segment under an input path: a NIfTI file, one DICOM series folder, or a tree of studies.
 
-Used by :func:`bundle.segment.segment`. A tree is searched recursively; its DICOM files are grouped by
+The one input finder: used by :func:`bundle.segment.segment` (a tree, recursively) and by the workflows' datalist
+(:func:`bundle.workflows.data.find_ct_inputs`: the inputs directly inside a folder, ``recursive=False``). A tree is
+searched recursively; its DICOM files are grouped by
 ``SeriesInstanceUID`` and every series is one case. Series that are not CT images (SR, SEG, RTSTRUCT, presentation
 states, MR, ...) are skipped with a logged note. A folder that directly holds files and has no sub-folders is taken
 as *one* series folder and handed to the loader as it is, so that the loader's checks (several series in one folder,
@@ -17,8 +19,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from bundle.io.dicom_series import read_dicom_file
 from bundle.io.errors import CTInputError
-from bundle.io.reader import NIFTI_SUFFIXES
+from bundle.io.paths import is_nifti, nifti_stem
 
 __all__ = ["SeriesInput", "SkippedSeries", "find_series", "CT_IMAGE_SOP_CLASSES"]
 
@@ -56,28 +59,15 @@ class SkippedSeries:
     reason: str
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "series"
 
 
 def _read_header(path: Path):
-    import pydicom
-
+    """The few tags discovery needs, read by the loader's DICOM file reader; None for anything unreadable."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-    except Exception:  # noqa: BLE001 - anything unreadable is "not a DICOM file" for discovery
+        return read_dicom_file(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except CTInputError:  # a damaged file claiming to be DICOM: not a series for discovery (the loader says why)
         return None
 
 
@@ -93,15 +83,38 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def find_series(input_path: str | os.PathLike) -> tuple[list[SeriesInput], list[SkippedSeries]]:
+def _is_series_dir(path: Path) -> bool:
+    return path.is_dir() and any(p.is_file() and not p.name.startswith(".") for p in path.iterdir())
+
+
+def _find_direct(root: Path) -> list[SeriesInput]:
+    """The inputs directly inside ``root``: NIfTI files and sub-folders holding files (series; no header is read).
+
+    A folder with neither but with files is itself the one input (a series folder).
+    """
+    taken: set[str] = set()
+    entries = _visible_children(root)
+    found = [p for p in entries if (p.is_file() and is_nifti(p)) or _is_series_dir(p)]
+    if not found and any(p.is_file() for p in entries):
+        found = [root]
+    if not found:
+        raise CTInputError(root, "holds no NIfTI file (.nii, .nii.gz) and no DICOM series folder.")
+    return [SeriesInput(_unique(_safe(nifti_stem(p) if p.is_file() else p.resolve().name), taken), p) for p in found]
+
+
+def find_series(input_path: str | os.PathLike, recursive: bool = True) -> tuple[list[SeriesInput], list[SkippedSeries]]:
     """List the cases under ``input_path``.
 
     Args:
         input_path: a ``.nii``/``.nii.gz`` file; a folder holding the files of one DICOM series (no sub-folders);
             or a folder tree holding NIfTI files and DICOM studies at any depth.
+        recursive: search a tree at any depth, grouping its DICOM files by series (headers are read). False: only
+            the NIfTI files and series sub-folders directly inside the folder, in name order, without reading
+            any file (a folder holding files and neither of those is one series). Defaults to True.
 
     Returns:
-        ``(cases, skipped)``: the cases in a stable order, and the DICOM series of a tree that are not CT images.
+        ``(cases, skipped)``: the cases in a stable order, and the DICOM series of a tree that are not CT images
+        (always empty with ``recursive=False``).
 
     Raises:
         CTInputError: if ``input_path`` does not exist, is a file that is not NIfTI, or a tree holds no CT.
@@ -115,11 +128,13 @@ def find_series(input_path: str | os.PathLike) -> tuple[list[SeriesInput], list[
     if not root.exists():
         raise CTInputError(root, "does not exist.")
     if root.is_file():
-        if not _is_nifti(root):
+        if not is_nifti(root):
             raise CTInputError(root, "is a file but not NIfTI (.nii/.nii.gz); pass a DICOM series as its folder.")
-        return [SeriesInput(_safe(_stem(root)), root)], []
+        return [SeriesInput(_safe(nifti_stem(root)), root)], []
+    if not recursive:
+        return _find_direct(root), []
     children = _visible_children(root)
-    if not any(p.is_dir() for p in children) and not any(_is_nifti(p) for p in children):  # also an empty folder
+    if not any(p.is_dir() for p in children) and not any(is_nifti(p) for p in children):  # also an empty folder
         return [SeriesInput(_safe(root.resolve().name), root)], []
 
     taken: set[str] = set()
@@ -133,9 +148,9 @@ def find_series(input_path: str | os.PathLike) -> tuple[list[SeriesInput], list[
             if file_name.startswith(".") or file_name == "DICOMDIR":
                 continue
             path = Path(folder) / file_name
-            if _is_nifti(path):
+            if is_nifti(path):
                 rel = path.relative_to(root)
-                cases.append(SeriesInput(_unique(_safe(_stem(Path("_".join(rel.parts)))), taken), path))
+                cases.append(SeriesInput(_unique(_safe(nifti_stem(Path("_".join(rel.parts)))), taken), path))
                 continue
             ds = _read_header(path)
             if ds is None or "SeriesInstanceUID" not in ds:

@@ -18,40 +18,18 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import fire
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
-def main(
-    datalist: str,
-    output: str,
-    split: str = "training",
-    image_key: str = "image",
-    base_dir: str | None = None,
-    progress: bool = True,
-) -> dict:
-    """Compute mean and std over all voxels of a datalist split and write them to OUTPUT as JSON.
+from bundle.cli import fire_command, setup_logging  # noqa: E402
+from bundle.transforms.stats import compute_dataset_stats  # noqa: E402
 
-    Args:
-        datalist: datalist JSON with a ``training`` list of ``{"image": ..., "label": ...}`` (paths relative to it).
-        output: JSON file to write; never one of the inputs.
-        split: datalist key. Defaults to "training".
-        image_key: key of the image paths. Defaults to "image".
-        base_dir: folder relative paths start from. Default None: the datalist's folder.
-        progress: show a progress bar. Defaults to True.
+__all__ = ["main"]
 
-    Returns:
-        The statistics written.
-    """
-    from bundle.cli import setup_logging
-    from bundle.transforms.stats import compute_dataset_stats
-
-    setup_logging(show_level=False)
-    return compute_dataset_stats(
-        datalist, output, split=split, image_key=image_key, base_dir=base_dir, progress=progress
-    )
-
+#: ``scripts/dataset_stats.py DATALIST OUTPUT [--split training] ...``: :func:`bundle.transforms.stats.
+#: compute_dataset_stats`, its options and help, plus ``--verbose``; prints the statistics written.
+main = fire_command(compute_dataset_stats, setup=lambda verbose: setup_logging(verbose, show_level=False))
 
 if __name__ == "__main__":
-    import fire
-
     fire.Fire(main)

@@ -27,71 +27,20 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import fire
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
-def main(
-    output_dir: str,
-    num_train: int = 4,
-    num_val: int = 2,
-    num_test: int = 2,
-    seed: int = 0,
-    in_plane_size: int = 64,
-    num_slices: int | None = 24,
-    formats: str | tuple[str, ...] = "nifti",
-    variants: str | tuple[str, ...] | None = None,
-    scan: str = "classic",
-    pixel_spacing_mm: float | None = None,
-    coarse_spacing_mm: float | None = None,
-    progress: bool = True,
-) -> str:
-    """Generate the phantoms and write the dataset under OUTPUT_DIR.
+from bundle.cli import fire_command, setup_logging  # noqa: E402
+from bundle.data.phantoms import make_phantom_dataset  # noqa: E402
 
-    Args:
-        output_dir: dataset folder (required; created if missing; an existing different dataset is refused).
-        num_train: training cases. Defaults to 4.
-        num_val: validation cases. Defaults to 2.
-        num_test: test cases. Defaults to 2.
-        seed: dataset seed. Defaults to 0.
-        in_plane_size: pixels per row/column (512 is full size). Defaults to 64.
-        num_slices: slices per case; None draws 100-400 slices with realistic spacings. Defaults to 24.
-        formats: "nifti", "dicom" or "nifti,dicom". Defaults to "nifti".
-        variants: variants cycled over the cases, e.g. "normal,craniectomy". Default None: drawn per case.
-        scan: scan protocol: "classic" (whole head, no artefacts), "varied" (what real scans show) or "training"
-            (varied, slices of 1.25 mm and more). Defaults to "classic".
-        pixel_spacing_mm: pixel size; with ``--in_plane_size None`` the matrix follows the drawn field of view.
-            Default None.
-        coarse_spacing_mm: spacing of the anatomy grid. Default None (1 mm or the pixel size).
-        progress: show a progress bar. Defaults to True.
+__all__ = ["main"]
 
-    Returns:
-        The path of the written ``datalist.json``.
-    """
-    from bundle.cli import setup_logging
-    from bundle.data.phantoms import make_phantom_dataset
-
-    setup_logging(show_level=False)
-    if isinstance(variants, str):
-        variants = tuple(v.strip() for v in variants.split(",") if v.strip())
-    path = make_phantom_dataset(
-        output_dir,
-        num_train=num_train,
-        num_val=num_val,
-        num_test=num_test,
-        seed=seed,
-        in_plane_size=in_plane_size,
-        num_slices=num_slices,
-        formats=formats,
-        variants=variants,
-        scan=scan,
-        pixel_spacing_mm=pixel_spacing_mm,
-        coarse_spacing_mm=coarse_spacing_mm,
-        progress=progress,
-    )
-    return str(path)
-
+#: ``scripts/make_phantoms.py OUTPUT_DIR [--num_train 4] ...``: :func:`bundle.data.phantoms.make_phantom_dataset`, its
+#: options and help, plus ``--verbose``; the command line shows a progress bar (``--progress`` defaults to True).
+main = fire_command(
+    make_phantom_dataset, defaults={"progress": True}, setup=lambda verbose: setup_logging(verbose, show_level=False)
+)
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(main)
+    fire.Fire(main, serialize=str)  # prints the path of the written datalist.json

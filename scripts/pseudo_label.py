@@ -19,50 +19,34 @@ from pathlib import Path
 
 import fire
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bundle root is this script's parent folder
+
+from bundle.cli import fire_command  # noqa: E402
+from bundle.pseudo_label import PseudoLabelError, pseudo_label_files  # noqa: E402
+
 __all__ = ["main"]
 
 
-def main(
-    input: str,
-    output: str,
-    overwrite: bool = False,
-    bone_threshold_hu: float = 250.0,
-    min_slice_area_fraction: float = 0.05,
-    verbose: bool = False,
-) -> None:
-    """Pseudo-label a NIfTI head CT file or folder into OUTPUT.
-
-    Args:
-        input: a .nii/.nii.gz file in HU or a folder of them.
-        output: folder for the masks (created; must not be inside the input folder or be the input file's folder).
-        overwrite: redo masks that already exist in OUTPUT. Defaults to False.
-        bone_threshold_hu: HU at and above which a voxel is bone. Defaults to 250.
-        min_slice_area_fraction: foramen magnum cut, see bundle.pseudo_label. Defaults to 0.05.
-        verbose: log debug messages too. Defaults to False.
-
-    Raises:
-        SystemExit: with status 1 when the input is unusable or any file failed (the reasons are logged).
-    """
-    # heavy imports after argument parsing; the bundle root is this script's parent folder
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bundle.cli import setup_logging
-
-    setup_logging(verbose)
-    from bundle.pseudo_label import PseudoLabelError, pseudo_label_files
-
+def _run(call) -> list[Path]:
+    """Call, then log what was written; an unusable input or a failed file is one line and exit status 1."""
+    log = logging.getLogger("pseudo_label")
     try:
-        written = pseudo_label_files(
-            str(input),
-            str(output),
-            overwrite=overwrite,
-            bone_threshold_hu=bone_threshold_hu,
-            min_slice_area_fraction=min_slice_area_fraction,
-        )
+        written = call()
     except PseudoLabelError as error:
-        logging.getLogger("pseudo_label").error("%s", error)
+        log.error("%s", error)
         raise SystemExit(1) from None
-    logging.getLogger("pseudo_label").info("done: %d mask(s) written to %s", len(written), output)
+    log.info("done: %d mask(s) written to %s", len(written), _output(call))
+    return written
 
+
+def _output(call) -> str:
+    """The OUTPUT argument of the bound call, positional or by name."""
+    return str(call.args[1]) if len(call.args) > 1 else str(call.keywords.get("output"))
+
+
+#: ``scripts/pseudo_label.py INPUT OUTPUT [--overwrite] ...``: :func:`bundle.pseudo_label.pseudo_label_files`, its
+#: options and help, plus ``--verbose``.
+main = fire_command(pseudo_label_files, run=_run)
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(main, serialize=lambda written: None)  # the masks written are logged; don't echo the returned list

@@ -25,61 +25,29 @@ from pathlib import Path
 
 import fire
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bundle root is this script's parent folder
+
+try:  # the libraries take seconds to load: Ctrl-C meanwhile is one line, as later
+    from bundle.cli import fire_command, setup_logging
+    from bundle.io.errors import CTInputError
+    from bundle.segment import SegmentError, SegmentInterrupted, SummaryError, segment
+except KeyboardInterrupt:
+    print("interrupted before any case was segmented; run the same command again.", file=sys.stderr)
+    sys.exit(130)
+
 __all__ = ["main"]
 
 
-def main(
-    input: str,
-    output: str,
-    device: str = "auto",
-    preset: str = "lite",
-    weights: str | None = None,
-    dicom_seg: bool = False,
-    qc: bool = True,
-    reference: str | None = None,
-    overwrite: bool = False,
-    verbose: bool = False,
-) -> None:
-    """Segment INPUT into OUTPUT.
-
-    Args:
-        input: a .nii/.nii.gz file in HU, a folder holding one DICOM series, or a folder tree of studies.
-        output: folder for the results (required; created; must not be inside INPUT).
-        device: auto, cpu, cuda or cuda:N. Defaults to auto.
-        preset: preset name in configs/presets (tiny, quick, lite, paper) or a preset .json. Defaults to lite.
-        weights: state_dict .pt file. Defaults to models/model.pt.
-        dicom_seg: also write a DICOM SEG per DICOM series. Defaults to False.
-        qc: write QC pictures (--noqc to skip). Defaults to True.
-        reference: reference mask (NIfTI, input geometry) or folder of NAME.nii.gz for the agreement overlay.
-        overwrite: redo cases already finished in OUTPUT. Defaults to False.
-        verbose: log debug messages too. Defaults to False.
+def _run(call) -> list:
+    """Call :func:`bundle.segment.segment`; turn its errors and failed cases into one-line messages and exit statuses.
 
     Raises:
         SystemExit: 1 if any case failed or the summary could not be written, 2 if the call is unusable, 130 when
             interrupted (messages logged, no traceback).
     """
-    # heavy imports after argument parsing; the bundle root is this script's parent folder
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bundle.cli import setup_logging
-    from bundle.io.errors import CTInputError
-    from bundle.segment import SegmentError, SegmentInterrupted, SummaryError, segment
-
-    setup_logging(verbose)
-    _quiet_libraries(verbose)
     log = logging.getLogger("segment")
     try:
-        results = segment(
-            str(input),
-            str(output),
-            device=str(device),
-            preset=str(preset),
-            weights=weights,
-            dicom_seg=bool(dicom_seg),
-            qc=bool(qc),
-            reference=reference,
-            overwrite=bool(overwrite),
-            log_file=True,
-        )
+        results = call()
     except (SegmentError, CTInputError) as error:
         log.error("%s", error)
         sys.exit(2)
@@ -105,6 +73,12 @@ def main(
         for r in failed:
             log.error("  %s (%s): %s", r.name, r.source, r.error)
         sys.exit(1)
+    return results
+
+
+def _setup(verbose: bool) -> None:
+    setup_logging(verbose)
+    _quiet_libraries(verbose)
 
 
 #: Libraries whose messages are noise on the console (highdicom's attribute copying and reader checks at DEBUG,
@@ -134,5 +108,9 @@ class _BundleOnly(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
+#: ``scripts/segment.py INPUT OUTPUT [--device ...] ...``: :func:`bundle.segment.segment`, its options and help, plus
+#: ``--verbose``; the command line logs every record to ``OUTPUT/segment.log`` (``--log_file`` defaults to True).
+main = fire_command(segment, defaults={"log_file": True}, setup=_setup, run=_run)
+
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(main, serialize=lambda results: None)  # the cases are logged and listed in summary.csv

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -171,6 +172,23 @@ def test_frames_from_volume(tmp_path, tilt_deg, flip):
         volume = volume[::-1, ::-1, :]
     out = frames_from_volume(volume[None], _voxel_affine(datasets, flip), datasets[::-1])
     np.testing.assert_array_equal(out, frames[::-1] != 0)
+
+
+@pytest.mark.parametrize("tilt_deg", [0.0, 18.5])
+def test_frames_from_volume_and_resample_share_one_mapping(tmp_path, tilt_deg):
+    """On the series' own grid, the checked cut and the resampler give the same frames (one pixel-to-voxel map)."""
+    from bundle.io.dicom_series import SourceGeometry, resample_to_source_slices, source_pixel_coordinates
+
+    datasets = _write_series(tmp_path / "ct", tilt_deg)
+    frames = _frames()
+    volume = frames.transpose(2, 1, 0)
+    affine = _voxel_affine(datasets)
+    geometry = SourceGeometry.from_datasets(datasets)
+    assert geometry.num_slices == len(datasets) and geometry.files[0] == Path(datasets[0].filename).name
+    coords = next(source_pixel_coordinates(affine, geometry, [1]))
+    np.testing.assert_allclose(coords.reshape(3, ROWS, COLS)[:, 0, 0], [0, 0, 1], atol=1e-9)
+    resampled = resample_to_source_slices((volume != 0).astype(np.uint8), affine, geometry, order=0)
+    np.testing.assert_array_equal(frames_from_volume(volume, affine, datasets), resampled != 0)
 
 
 def test_frames_from_volume_rejects_other_grids(tmp_path):

@@ -94,6 +94,18 @@ def test_regular_series_round_trip_is_exact(tmp_path):
     assert meta["ct_num_source_slices"] == SHAPE[2]
 
 
+@pytest.mark.parametrize("tilt_deg", [0.0, 20.0])
+def test_each_file_is_read_once(tmp_path, monkeypatch, tilt_deg):
+    """The loader reads every file of the series once, and the tags it needs from that one read."""
+    files = write(tmp_path / "s", tilt_deg=tilt_deg)
+    (tmp_path / "s" / "notes.txt").write_text("not DICOM")
+    reads: list[str] = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda fp, *a, **k: reads.append(Path(fp).name) or real(fp, *a, **k))
+    read_dicom_series(tmp_path / "s")
+    assert sorted(reads) == sorted([f.name for f in files] + ["notes.txt"])
+
+
 @pytest.mark.parametrize("tilt_deg", [12.0, -20.0])
 def test_tilted_series_is_corrected_in_world_space(tmp_path, tilt_deg):
     write(tmp_path / "s", tilt_deg=tilt_deg)
@@ -204,6 +216,29 @@ def test_padding_values_and_clipping(tmp_path):
     assert np.all(image[-3:, -3:] == -2000)
     clipped, _, _ = read_dicom_series(tmp_path / "s")
     assert clipped.min() == -1024 and np.all(clipped[-3:, -3:] == -1024)
+
+
+@pytest.mark.parametrize("slope, intercept", [(None, "-1024"), ("", "-1024"), ("0", "-1024"), ("1", None), ("1", "")])
+def test_rescale_with_one_tag_missing_or_empty_uses_its_default(tmp_path, slope, intercept):
+    """pydicom's apply_rescale needs both tags; a missing or empty one (or a zero slope) counts as 1 or 0."""
+    files = write(tmp_path / "s")
+    reference, _, _ = read_dicom_series(tmp_path / "s")
+    stored = [pydicom.dcmread(f).pixel_array for f in files]
+
+    def edit(ds):
+        for keyword, value in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
+            if value is None:
+                delattr(ds, keyword)
+            else:
+                setattr(ds, keyword, value)
+
+    mutate(files, edit)
+    image, _, _ = read_dicom_series(tmp_path / "s", clip_below_air=False)
+    offset = -1024.0 if intercept else 0.0
+    expected = np.stack(stored).astype(np.float32).transpose(2, 1, 0) + offset
+    np.testing.assert_array_equal(image, expected)
+    if intercept:
+        np.testing.assert_array_equal(image, reference)
 
 
 def test_rescale_tags_missing_but_values_look_like_hu(tmp_path):

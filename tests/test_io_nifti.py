@@ -174,3 +174,23 @@ def test_non_hu_values_warn(tmp_path):
     path = save(tmp_path / "norm.nii.gz", np.random.default_rng(0).random((8, 8, 6)).astype(np.float32), np.eye(4))
     with pytest.warns(UserWarning, match="do not look like HU"):
         load_ct(path)
+
+
+def test_gpu_decoder_notice_quiet_only_inside_block():
+    """Importing the reader changes no global state; the block silences MONAI's GPU-decoder notice and restores."""
+    import logging
+    import warnings
+
+    from monai.transforms import LoadImage
+
+    from bundle.io.reader import GPU_DECODER_LOGGER, CTImageReader, quiet_gpu_decoder_notice
+
+    plugin_logger = logging.getLogger(GPU_DECODER_LOGGER)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filters, level = list(warnings.filters), plugin_logger.level
+        with quiet_gpu_decoder_notice():
+            assert plugin_logger.level == logging.ERROR
+            LoadImage(reader=CTImageReader())
+        assert list(warnings.filters) == filters and plugin_logger.level == level
+    assert not [w for w in caught if "nvImageCodec" in str(w.message)]

@@ -130,6 +130,35 @@ def test_spacing_from_affine_tilted():
     assert spacing_from_affine(affine) == pytest.approx((0.5, 0.5, 5.0))
 
 
+def test_spacing_from_affine_oblique_matches_libraries():
+    from monai.data.utils import affine_to_spacing
+    from nibabel.affines import voxel_sizes
+    from scipy.spatial.transform import Rotation
+
+    affine = np.eye(4)
+    shear = np.array([[1.0, 0.0, 0.3], [0.0, 1.0, -0.2], [0.0, 0.0, 1.0]])  # a gantry-tilted, oblique grid
+    affine[:3, :3] = (
+        Rotation.from_euler("xyz", [12, -7, 31], degrees=True).as_matrix() @ shear @ np.diag([0.43, 0.5, 4.8])
+    )
+    affine[:3, 3] = (-100.0, 20.0, 35.0)
+    expected = np.linalg.norm(affine[:3, :3], axis=0)
+    assert spacing_from_affine(affine) == pytest.approx(tuple(voxel_sizes(affine)), abs=0)
+    assert np.allclose(voxel_sizes(affine), expected, rtol=1e-12)
+    assert np.allclose(affine_to_spacing(affine), expected, rtol=1e-12)
+    assert spacing_from_affine(torch.as_tensor(affine)) == pytest.approx(tuple(expected), rel=1e-12)
+
+
+def test_spacing_is_computed_in_one_place():
+    """Spacing from an affine is nibabel's ``voxel_sizes`` everywhere; no module writes the column norms again."""
+    import re
+    from pathlib import Path
+
+    pattern = re.compile(r"linalg\.norm\([^\n]*\[:3, :3\], axis=0\)")
+    root = Path(__file__).resolve().parents[1] / "bundle"
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
+
+
 def test_summarize_and_format():
     values = [0.98, 0.99, 1.0, float("nan")]
     s = summarize(values)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bundle.networks import SliceNorm2d, UNet2D, UNetConvLSTM
+from bundle.networks import SliceNorm2d, UNet2D, UNetConvLSTM, init_gates_from_slice_logits
 
 TINY = {"features": 4, "hidden_channels": 3}
 
@@ -269,3 +270,56 @@ def test_slice_norm_can_use_slice_statistics_in_evaluation():
     running = SliceNorm2d(3).eval()
     running.load_state_dict(norm.state_dict())
     assert not torch.allclose(running(x), training_output)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# init_gates_from_slice_logits: stage 2 starts from stage 1's segmentation
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _trained_looking_stage1(features: int = 4) -> UNet2D:
+    torch.manual_seed(3)
+    stage1 = UNet2D(1, 2, features=features).eval()
+    with torch.no_grad():  # confident logits, as after training, so the decision is not a rounding question
+        stage1.output.weight.mul_(20.0)
+    return stage1
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_pass_through_init_reproduces_stage1_decision_on_a_uniform_volume(bidirectional):
+    stage1 = _trained_looking_stage1()
+    network = UNetConvLSTM(1, 2, features=4, hidden_channels=3, bidirectional=bidirectional, checkpoint=False)
+    network.unet.load_state_dict({k: v for k, v in stage1.state_dict().items() if not k.startswith("output.")}, False)
+    init_gates_from_slice_logits(network, stage1.output.weight, stage1.output.bias, noise_scale=0.0)
+    network.eval()
+    image = torch.randn(1, 1, 32, 32)
+    volume = image[..., None].expand(1, 1, 32, 32, 5).contiguous()  # the same slice 5 times: no context to add
+    with torch.no_grad():
+        expected = stage1(image).argmax(1)
+        logits = network(volume)
+    for z in range(5):
+        assert torch.equal(logits[..., z].argmax(1), expected)
+    # and it is a classifier with margin, not a coin toss: the logit difference has stage 1's sign
+    assert (logits[:, 1] - logits[:, 0]).abs().mean() > 1.0
+
+
+def test_pass_through_init_with_noise_agrees_with_stage1_on_varied_slices():
+    stage1 = _trained_looking_stage1()
+    network = UNetConvLSTM(1, 2, features=4, hidden_channels=4, checkpoint=False)
+    network.unet.load_state_dict({k: v for k, v in stage1.state_dict().items() if not k.startswith("output.")}, False)
+    random_network = copy.deepcopy(network).eval()
+    init_gates_from_slice_logits(network, stage1.output.weight, stage1.output.bias)
+    network.eval()
+    volume = torch.randn(1, 1, 32, 32, 6)
+    with torch.no_grad():
+        expected = torch.stack([stage1(volume[..., z]).argmax(1) for z in range(6)], dim=-1)
+        agreement = (network(volume).argmax(1) == expected).float().mean().item()
+        random_agreement = (random_network(volume).argmax(1) == expected).float().mean().item()
+    assert agreement > 0.95 > random_agreement
+
+
+def test_pass_through_init_rejects_other_than_two_classes():
+    network = UNetConvLSTM(1, 3, features=4, hidden_channels=2, checkpoint=False)
+    stage1 = UNet2D(1, 3, features=4)
+    with pytest.raises(ValueError, match="two classes"):
+        init_gates_from_slice_logits(network, stage1.output.weight, stage1.output.bias)

@@ -303,3 +303,15 @@ def test_phantom_dataset_layout_rerun_and_conflicts(tmp_path):
 def test_phantom_dataset_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_phantom_dataset(tmp_path / "x", **{"in_plane_size": 32, "num_slices": 8, **kwargs})
+
+
+def test_dataset_variants_as_a_comma_separated_string(tmp_path):
+    """The command line's ``--variants normal,craniectomy`` (a string) is the same as the list."""
+    import json
+
+    from bundle.data.phantoms import make_phantom_dataset
+
+    kwargs = dict(num_train=1, num_val=0, num_test=0, in_plane_size=32, num_slices=12)
+    make_phantom_dataset(tmp_path / "a", variants=" normal, craniectomy", **kwargs)
+    spec = json.loads((tmp_path / "a" / "phantom_dataset.json").read_text())["spec"]
+    assert spec["variants"] == ["normal", "craniectomy"]

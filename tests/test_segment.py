@@ -82,6 +82,9 @@ def test_nifti_mask_has_the_input_shape_and_affine(tmp_path, tiny_weights, layou
     assert nib.aff2axcodes(mask.affine) == nib.aff2axcodes(header.affine)
     data = np.asarray(mask.dataobj)
     assert mask.get_data_dtype() == np.uint8 and set(np.unique(data)) <= {0, 1}
+    # written by bundle.io.writers.write_nifti, the one NIfTI writer: the same header as the input's
+    assert mask.header.get_xyzt_units() == header.header.get_xyzt_units() == ("mm", "sec")
+    assert (int(mask.header["sform_code"]), int(mask.header["qform_code"])) == (1, 1)
 
     report = json.loads((tmp_path / "out" / f"case{REPORT_SUFFIX}").read_text())
     assert report["intracranial_volume_ml"] == pytest.approx(intracranial_volume_ml(data, header.affine), abs=1e-3)
@@ -381,3 +384,26 @@ def test_suspect_mask_is_written_flagged_for_review_and_drawn(tmp_path, tiny_wei
     assert [r.status for r in again] == ["skipped"]
     rows = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
     assert rows[0]["warning_codes"] == "leak;cut_bottom"
+
+
+def test_find_series_one_level_serves_the_datalist(tmp_path):
+    """``recursive=False`` is the workflows' finder: NIfTI files and series folders directly inside, in name order."""
+    from bundle.workflows.data import find_ct_inputs
+
+    (tmp_path / "b.nii").write_bytes(b"")
+    (tmp_path / "A.NII.GZ").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".hidden.nii.gz").write_bytes(b"")
+    (tmp_path / "series" / "deeper").mkdir(parents=True)
+    (tmp_path / "series" / "IM1").write_bytes(b"")
+    (tmp_path / "empty_folder").mkdir()
+    cases, skipped = find_series(tmp_path, recursive=False)
+    assert [(c.name, c.path.name, c.files) for c in cases] == [
+        ("A", "A.NII.GZ", None),
+        ("b", "b.nii", None),
+        ("series", "series", None),
+    ]
+    assert skipped == [] and find_ct_inputs(tmp_path) == [str(c.path) for c in cases]
+    assert [c.path for c in find_series(tmp_path / "series", recursive=False)[0]] == [tmp_path / "series"]
+    with pytest.raises(CTInputError, match="holds no NIfTI file"):
+        find_series(tmp_path / "empty_folder", recursive=False)

@@ -44,6 +44,23 @@ def test_zscore_values_and_types(to_type):
     np.testing.assert_array_equal(np.asarray(img), [[-1024.0, 0.0, 40.0, 1000.0]])  # input unchanged
 
 
+def test_zscore_is_monai_normalize_intensity():
+    """The library's arithmetic with fixed statistics: same values as the formula, metadata kept."""
+    from monai.transforms import NormalizeIntensity
+
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-1024, 3000, size=(1, 64, 48, 20)).astype(np.float32)
+    z = ZScoreNormalize(mean=-512.5, std=431.25)
+    assert isinstance(z, NormalizeIntensity)
+    expected = (hu - np.float32(-512.5)) / np.float32(431.25)
+    np.testing.assert_array_equal(z(hu), expected)
+    np.testing.assert_array_equal(z(torch.as_tensor(hu)).numpy(), expected)
+    image = MetaTensor(torch.as_tensor(hu), affine=torch.diag(torch.tensor([0.5, 0.5, 5.0, 1.0])))
+    out = z(image)
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, image.affine)
+    np.testing.assert_array_equal(out.numpy(), NormalizeIntensity(subtrahend=-512.5, divisor=431.25)(image).numpy())
+
+
 def test_zscore_from_stats_file_and_dict(tmp_path):
     path = tmp_path / "stats.json"
     path.write_text(json.dumps({"mean": -600.0, "std": 300.0, "num_voxels": 10, "num_cases": 1}))

@@ -429,7 +429,7 @@ def make_phantom_dataset(
     in_plane_size: int | None = 64,
     num_slices: int | None = 24,
     formats: Sequence[str] | str = ("nifti",),
-    variants: Sequence[str] | None = None,
+    variants: Sequence[str] | str | None = None,
     scan: str = "classic",
     pixel_spacing_mm: float | None = None,
     coarse_spacing_mm: float | None = None,
@@ -457,7 +457,7 @@ def make_phantom_dataset(
         in_plane_size: pixels per row/column (default 64, a small test size; 512 is full size).
         num_slices: slices per case (default 24; None draws 100-400 with realistic spacings).
         formats: any of ``"nifti"`` and ``"dicom"`` (default ``("nifti",)``); a comma-separated string is accepted.
-        variants: variant of every case, cycled (default None: drawn per case).
+        variants: variant of every case, cycled (default None: drawn per case); a comma-separated string is accepted.
         scan: name of the scan protocol in :data:`SCAN_PROTOCOLS` (default ``"classic"``; ``"training"`` is what the
             shipped weights were trained on).
         pixel_spacing_mm: in-plane pixel size; with ``in_plane_size=None`` the matrix follows the drawn field of view
@@ -493,7 +493,9 @@ def make_phantom_dataset(
     if total == 0:
         raise ValueError("num_train + num_val + num_test must be > 0.")
     if variants is not None:
-        variants = [variants] if isinstance(variants, str) else list(variants)
+        variants = (
+            [v.strip() for v in variants.split(",") if v.strip()] if isinstance(variants, str) else list(variants)
+        )
         bad = [v for v in variants if v not in VARIANTS]
         if bad or not variants:
             raise ValueError(f"variants must be a non-empty list of {VARIANTS}, got {variants!r}.")

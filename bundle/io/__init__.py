@@ -11,6 +11,7 @@ from __future__ import annotations
 from .dicom_series import SourceGeometry, read_dicom_series, resample_to_source_slices
 from .errors import CTInputError
 from .reader import CTImageReader, load_ct
+from .writers import write_ct_dicom_series, write_nifti
 
 __all__ = [
     "CTImageReader",
@@ -19,11 +20,6 @@ __all__ = [
     "load_ct",
     "read_dicom_series",
     "resample_to_source_slices",
+    "write_ct_dicom_series",
+    "write_nifti",
 ]
-
-try:  # the writers land separately; a missing module must not break ``import bundle.io``
-    from .writers import write_ct_dicom_series, write_nifti
-except ImportError:  # pragma: no cover - only while writers.py is absent
-    pass
-else:
-    __all__ += ["write_ct_dicom_series", "write_nifti"]

@@ -23,6 +23,7 @@ import os
 import warnings
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 
 from .errors import CTInputError
 
@@ -143,7 +144,7 @@ def check_head_ct(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike
             f"has no image content: 99% of its voxels lie between {p_lo:.0f} and {p_hi:.0f} HU (a head CT spans "
             f"air to bone, at least {MIN_CONTENT_RANGE_HU:.0f} HU). Check the export.",
         )
-    spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    spacing = voxel_sizes(np.asarray(affine, dtype=float))
     axis = _slice_axis(affine)
     inplane = [a for a in range(3) if a != axis]
     shape = "x".join(str(n) for n in array.shape)

@@ -18,7 +18,7 @@ Two steps, so that any pipeline can use it:
    a tilted or unevenly spaced series) use ``bundle.io.resample_to_source_slices(mask, affine,
    meta["ct_source_geometry"])``, whose frames follow ``geometry.files``; for a mask that is exactly on the series'
    own voxel grid, :func:`frames_from_volume` does the same with a check that every pixel centre falls on a mask
-   voxel centre;
+   voxel centre. Both map source pixels to voxels with :func:`bundle.io.dicom_series.source_pixel_coordinates`;
 2. :func:`write_dicom_seg` writes the frames (one per dataset, in the same order) atomically.
 """
 
@@ -37,6 +37,7 @@ from monai.config import NdarrayOrTensor
 from monai.utils.type_conversion import convert_to_numpy
 from pydicom.sr.coding import Code
 
+from bundle.io.dicom_series import SourceGeometry, source_pixel_coordinates
 from bundle.utils import atomic_output
 
 __all__ = [
@@ -99,16 +100,6 @@ def _check_sources(source_datasets: Sequence[pydicom.Dataset]) -> None:
         raise DicomSegError("source datasets contain duplicate SOPInstanceUIDs (the same slice given twice).")
 
 
-def _pixel_to_ras(ds: pydicom.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """World RAS position of pixel (0, 0) and the RAS steps per column and per row of one slice."""
-    position = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
-    orientation = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
-    row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
-    lps_to_ras = np.array([-1.0, -1.0, 1.0])
-    # the column index advances along the first direction cosine, the row index along the second
-    return position * lps_to_ras, orientation[:3] * col_spacing * lps_to_ras, orientation[3:] * row_spacing * lps_to_ras
-
-
 def frames_from_volume(
     mask: NdarrayOrTensor, affine: NdarrayOrTensor, source_datasets: Sequence[pydicom.Dataset], tolerance: float = 0.05
 ) -> np.ndarray:
@@ -141,24 +132,21 @@ def frames_from_volume(
     aff = np.asarray(convert_to_numpy(affine), dtype=np.float64)
     if aff.shape != (4, 4) or not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
         raise DicomSegError(f"affine must be a finite, non-singular 4x4 matrix, got {aff.tolist()}.")
-    inverse = np.linalg.inv(aff)
-    rows, cols = int(source_datasets[0].Rows), int(source_datasets[0].Columns)
+    try:
+        geometry = SourceGeometry.from_datasets(source_datasets)
+    except ValueError as err:
+        raise DicomSegError(f"source datasets are not one series grid: {err}") from err
+    rows, cols = geometry.rows, geometry.columns
     frames = np.zeros((len(source_datasets), rows, cols), dtype=bool)
-    r_idx, c_idx = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    for i, ds in enumerate(source_datasets):
-        origin, col_step, row_step = _pixel_to_ras(ds)
-        # voxel index of pixel (r, c) is affine in (r, c): o + c * a + r * b
-        o = inverse[:3, :3] @ origin + inverse[:3, 3]
-        a = inverse[:3, :3] @ col_step
-        b = inverse[:3, :3] @ row_step
-        corners = np.array([o + c * a + r * b for r in (0, rows - 1) for c in (0, cols - 1)])
-        off_grid = float(np.abs(corners - np.rint(corners)).max())
+    for i, (ds, coords) in enumerate(zip(source_datasets, source_pixel_coordinates(aff, geometry), strict=True)):
+        coords = coords.reshape(3, rows, cols)
+        off_grid = float(np.abs(coords - np.rint(coords)).max())
         if off_grid > tolerance:
             raise DicomSegError(
                 f"slice {_describe(ds)} does not lie on the mask's voxel grid (pixel centres are up to {off_grid:.3f} "
                 "voxels off); the mask must be on the series' native grid, with the affine of that grid."
             )
-        index = [np.rint(o[k] + c_idx * a[k] + r_idx * b[k]).astype(np.intp) for k in range(3)]
+        index = [np.rint(coords[k]).astype(np.intp) for k in range(3)]
         outside = [k for k in range(3) if index[k].min() < 0 or index[k].max() >= volume.shape[k]]
         if outside:
             raise DicomSegError(

@@ -16,38 +16,61 @@ Everything wrong with the input raises :class:`~bundle.io.errors.CTInputError` n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from monai.data import ImageReader, NibabelReader
 from monai.utils import ensure_tuple
+from nibabel.affines import voxel_sizes
 
 from .checks import check_head_ct as _check_head_ct
 from .checks import check_slice_pixels
 from .dicom_series import read_dicom_series
 from .errors import CTInputError
+from .paths import NIFTI_SUFFIXES, is_nifti
 
-__all__ = ["CTImageReader", "load_ct", "NIFTI_SUFFIXES"]
+__all__ = ["CTImageReader", "load_ct", "quiet_gpu_decoder_notice", "NIFTI_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
-# MONAI's LoadImage instantiates every reader it knows, among them the GPU DICOM decoder, which warns twice on every
-# machine without nvImageCodec (the CPU decoders are used, and this bundle reads DICOM series itself): only noise.
-logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register")
+#: The logger and the warning of MONAI's GPU DICOM decoder that say, on every machine without nvImageCodec, that it
+#: is not used (see :func:`quiet_gpu_decoder_notice`).
+GPU_DECODER_LOGGER = "monai.data.nvimgcodec_pydicom_plugin"
+GPU_DECODER_WARNING = "NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register"
 
-#: File name endings read as NIfTI.
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+@contextlib.contextmanager
+def quiet_gpu_decoder_notice() -> Iterator[None]:
+    """Silence, inside the block only, the notice that MONAI's GPU DICOM decoder is unavailable.
+
+    MONAI's ``LoadImage`` (and so ``LoadImaged`` in a config) instantiates every reader it knows, among them
+    ``NvImgCodecPydicomReader``, which logs a warning and raises a ``UserWarning`` on every machine without
+    nvImageCodec. The CPU decoders are used, and this bundle reads DICOM series itself, so it is only noise: wrap the
+    construction of the pre-processing in this block. Nothing outside the block is changed (the logger's level and
+    the warning filters are restored).
+
+    Example:
+        >>> with quiet_gpu_decoder_notice():
+        ...     preprocessing = parser.get_parsed_content("preprocessing")  # doctest: +SKIP
+    """
+    plugin_logger = logging.getLogger(GPU_DECODER_LOGGER)
+    level = plugin_logger.level
+    plugin_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=GPU_DECODER_WARNING)
+            yield
+    finally:
+        plugin_logger.setLevel(level)
+
+
 _DICOM_FILE_SUFFIXES = (".dcm", ".dicom", ".ima")
-
-
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def _read_nifti(path: Path, air_hu: float, clip_below_air: bool) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -82,7 +105,7 @@ def _read_nifti(path: Path, air_hu: float, clip_below_air: bool) -> tuple[np.nda
         raise CTInputError(
             path, f"has {bad} NaN or infinite voxel(s) of {hu.size}; they cannot be segmented. Fix or re-export it."
         )
-    axis = int(np.argmax(np.abs(affine[2, :3]) / np.linalg.norm(affine[:3, :3], axis=0)))
+    axis = int(np.argmax(np.abs(affine[2, :3]) / voxel_sizes(affine)))
     slices = np.moveaxis(hu, axis, 0)  # a view: np.take copies, and takes minutes on a 512x512x300 volume
     for k in range(slices.shape[0]):  # before clipping: corrupted bytes give values far below air too
         check_slice_pixels(slices[k], path, f"slice {k} of {slices.shape[0]} (axis {axis})")
@@ -108,7 +131,7 @@ def _read_one(path: str | os.PathLike, slice_spacing: float | str, air_hu: float
         raise CTInputError(path, "does not exist.")
     if path.is_dir():
         return read_dicom_series(path, slice_spacing=slice_spacing, air_hu=air_hu, clip_below_air=clip_below_air)
-    if _is_nifti(path):
+    if is_nifti(path):
         return _read_nifti(path, air_hu, clip_below_air)
     if path.name.lower().endswith(_DICOM_FILE_SUFFIXES):
         raise CTInputError(
@@ -187,7 +210,7 @@ class CTImageReader(ImageReader):
         Returns:
             True when this reader can be asked to load them.
         """
-        return all(_is_nifti(Path(f)) or Path(f).is_dir() for f in ensure_tuple(filename))
+        return all(is_nifti(Path(f)) or Path(f).is_dir() for f in ensure_tuple(filename))
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs) -> _Pending:
         """Record the paths to load; nothing is read yet (see the class docstring).

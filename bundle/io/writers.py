@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 
 from bundle.utils import atomic_output
 
@@ -124,8 +125,7 @@ def write_nifti(
     img = nib.Nifti1Image(array, aff)
     img.header.set_xyzt_units("mm", "sec")
     img.set_sform(aff, code=1)
-    zooms = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
-    rot = aff[:3, :3] / zooms
+    rot = aff[:3, :3] / voxel_sizes(aff)
     if np.allclose(rot.T @ rot, np.eye(3), atol=1e-6):
         img.set_qform(aff, code=1)
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bundle.networks.convlstm import ConvLSTMCell, ConvLSTMDirection
 from bundle.networks.factory import cranial_cavity_network
+from bundle.networks.gate_init import init_gates_from_slice_logits
 from bundle.networks.slice_norm import SliceNorm2d, use_slice_statistics
 from bundle.networks.unet2d import UNet2D
 from bundle.networks.unet_convlstm import UNetConvLSTM
@@ -19,5 +20,6 @@ __all__ = [
     "UNet2D",
     "UNetConvLSTM",
     "cranial_cavity_network",
+    "init_gates_from_slice_logits",
     "use_slice_statistics",
 ]

@@ -35,6 +35,7 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform, Transform
 from monai.utils import TransformBackends, ensure_tuple_rep
+from nibabel.affines import voxel_sizes
 
 __all__ = [
     "rotation_translation_matrix",
@@ -481,7 +482,7 @@ def separable_affine(
 def _spacing(img: torch.Tensor) -> np.ndarray | None:
     if isinstance(img, MetaTensor):
         affine = img.affine.detach().cpu().numpy()
-        return np.linalg.norm(affine[:3, :3], axis=0)
+        return voxel_sizes(affine)
     return None
 
 

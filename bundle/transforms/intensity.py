@@ -3,8 +3,9 @@
 
 The statistics are computed once, over every voxel of every training image (``scripts/dataset_stats.py``, see
 :func:`bundle.transforms.stats.compute_dataset_stats`), and then applied unchanged to training, validation and
-inference data: ``x -> (x - mean) / std``. Unlike MONAI's ``NormalizeIntensity`` (statistics of each image), the
-same HU value maps to the same network input in every scan.
+inference data: ``x -> (x - mean) / std``, so that the same HU value maps to the same network input in every scan.
+The arithmetic is MONAI's ``NormalizeIntensity(subtrahend=mean, divisor=std)``; :class:`ZScoreNormalize` adds only
+reading the statistics file, checking them, and returning the input's own array type.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import os
 from collections.abc import Hashable, Mapping
 
 import numpy as np
-import torch
 from monai.config import KeysCollection, NdarrayOrTensor
-from monai.transforms import MapTransform, Transform
-from monai.utils import TransformBackends
+from monai.transforms import MapTransform, NormalizeIntensity
+from monai.utils import convert_to_dst_type
 
 __all__ = ["load_intensity_stats", "ZScoreNormalize", "ZScoreNormalized", "ZScoreNormalizeD", "ZScoreNormalizeDict"]
 
@@ -50,8 +50,11 @@ def load_intensity_stats(path: str | os.PathLike) -> tuple[float, float]:
     return float(stats["mean"]), float(stats["std"])
 
 
-class ZScoreNormalize(Transform):
+class ZScoreNormalize(NormalizeIntensity):
     """``(x - mean) / std`` with fixed statistics (the training set's), as float32.
+
+    MONAI's ``NormalizeIntensity(subtrahend=mean, divisor=std)`` with the statistics read from the bundle's statistics
+    file and checked; the result has the input's type (numpy array, tensor or ``MetaTensor``).
 
     Args:
         mean: the training-set mean in HU. Default None: read from ``stats_file``.
@@ -68,11 +71,9 @@ class ZScoreNormalize(Transform):
         tensor([-1.,  1.,  2.])
     """
 
-    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
-
     def __init__(
         self, mean: float | None = None, std: float | None = None, stats_file: str | os.PathLike | None = None
-    ):
+    ) -> None:
         if stats_file is not None:
             if mean is not None or std is not None:
                 raise ValueError("give either mean and std or stats_file, not both.")
@@ -85,12 +86,12 @@ class ZScoreNormalize(Transform):
             raise ValueError(f"std must be a positive number, got {std}.")
         self.mean = float(mean)
         self.std = float(std)
+        super().__init__(subtrahend=self.mean, divisor=self.std, dtype=np.float32)
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """Normalise ``img`` (any shape); returns the same type (float32), leaving the input unchanged."""
-        if isinstance(img, torch.Tensor):
-            return (img.to(torch.float32) - self.mean) / self.std
-        return ((np.asarray(img, dtype=np.float32) - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)
+        out = super().__call__(img)
+        return convert_to_dst_type(out, img, dtype=np.float32)[0]
 
 
 class ZScoreNormalized(MapTransform):

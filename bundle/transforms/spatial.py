@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 
-import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import InvertibleTransform, MapTransform, Resize
 from monai.utils import ensure_tuple_rep
+from nibabel.affines import voxel_sizes
 
 __all__ = ["gaussian_smooth_axes", "ResampleInPlane", "ResampleInPlaned", "ResampleInPlaneD", "ResampleInPlaneDict"]
 
@@ -135,7 +135,7 @@ class ResampleInPlane(Resize):
         if not isinstance(img, MetaTensor):
             raise ValueError("pixdim needs a MetaTensor with an affine (load with LoadImaged); got a plain array.")
         affine = img.affine.detach().cpu().numpy()
-        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        spacing = voxel_sizes(affine)
         targets = (*self.pixdim, self.slice_spacing or spacing[2])
         return tuple(max(1, int(round(n * s / p))) for n, s, p in zip(img.shape[1:4], spacing, targets, strict=True))
 

@@ -25,13 +25,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bundle.data.datalist import DATALIST_SPLITS, DatalistError, load_datalist
+from bundle.io.errors import CTInputError
+from bundle.io.paths import NIFTI_SUFFIXES, is_nifti, nifti_stem
+from bundle.segment_inputs import find_series
 
 __all__ = ["NIFTI_SUFFIXES", "find_ct_inputs", "phantom_dataset_dir", "prepare_datalist"]
 
 logger = logging.getLogger(__name__)
 
-#: File name endings treated as NIfTI volumes.
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: Keys of a phantom specification (arguments of :func:`bundle.data.make_phantom_dataset`).
 _PHANTOM_KEYS = ("num_train", "num_val", "num_test", "seed", "in_plane_size", "num_slices")
 #: Optional keys, with the values that keep the folder name of a specification without them.
@@ -39,15 +40,7 @@ _OPTIONAL_PHANTOM_KEYS = {"scan": "classic", "pixel_spacing_mm": None, "coarse_s
 
 
 def _is_nifti(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES[::-1]:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return path.is_file() and is_nifti(path)
 
 
 def _is_series_dir(path: Path) -> bool:
@@ -73,13 +66,11 @@ def find_ct_inputs(folder: str | os.PathLike) -> list[str]:
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise DatalistError(f"dataset_dir {root} does not exist or is not a folder.")
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    found = [p for p in entries if _is_nifti(p) or _is_series_dir(p)]
-    if not found and any(p.is_file() for p in entries):
-        found = [root]  # the folder is one DICOM series
-    if not found:
-        raise DatalistError(f"dataset_dir {root} holds no NIfTI file (.nii, .nii.gz) and no DICOM series folder.")
-    return [str(p) for p in found]
+    try:
+        cases, _ = find_series(root, recursive=False)  # the segmenter's finder, one level deep
+    except CTInputError as err:
+        raise DatalistError(f"dataset_dir {err}") from None
+    return [str(case.path) for case in cases]
 
 
 def phantom_dataset_dir(phantom_dir: str | os.PathLike, phantoms: Mapping) -> Path:
@@ -141,8 +132,8 @@ def _generate_phantoms(folder: Path, phantoms: Mapping) -> Path:
 
 
 def _pair_decathlon(root: Path, val_fraction: float) -> dict[str, list[dict]]:
-    images = {_stem(p): p for p in sorted((root / "imagesTr").iterdir()) if _is_nifti(p) or _is_series_dir(p)}
-    labels = {_stem(p): p for p in sorted((root / "labelsTr").iterdir()) if _is_nifti(p)}
+    images = {nifti_stem(p): p for p in sorted((root / "imagesTr").iterdir()) if _is_nifti(p) or _is_series_dir(p)}
+    labels = {nifti_stem(p): p for p in sorted((root / "labelsTr").iterdir()) if _is_nifti(p)}
     unpaired = sorted(set(images) ^ set(labels))
     if unpaired:
         raise DatalistError(f"{root}: imagesTr and labelsTr do not pair up by name; unmatched: {unpaired[:5]}.")

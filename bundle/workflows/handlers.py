@@ -29,6 +29,7 @@ from monai.data import MetaTensor
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from bundle.metrics import case_metrics, format_summary, summarize
+from bundle.networks.gate_init import init_gates_from_slice_logits
 from bundle.utils import atomic_output, atomic_write_text
 from bundle.weights import load_state_dict_file
 
@@ -79,7 +80,10 @@ class PretrainedUNetHandler:
     iterations ``1..freeze_iterations`` (the paper's "pre-initialized weights were fixed for the first 1000
     iterations"); normalisation running statistics keep updating. Freezing follows ``engine.state.iteration``, so a
     resumed run is frozen exactly when the original would have been. Without a checkpoint file nothing is loaded or
-    frozen (a warning says so) and the whole network trains from its initialisation.
+    frozen (a warning says so) and the whole network trains from its initialisation. With ``pass_through`` the gate
+    layer, the cells and the heads are derived from stage 1's output layer
+    (:func:`~bundle.networks.gate_init.init_gates_from_slice_logits`), so that stage 2 starts from stage 1's
+    segmentation instead of from noise.
 
     Args:
         network: the stage-2 network (a :class:`~bundle.networks.UNetConvLSTM`, possibly DDP-wrapped).
@@ -87,6 +91,8 @@ class PretrainedUNetHandler:
             handler. Defaults to None.
         freeze_iterations: number of first iterations during which the transferred weights are fixed. Defaults to 0.
         exclude_prefixes: U-Net parameter-name prefixes that are not transferred. Defaults to ``("output.",)``.
+        pass_through: start every LSTM cell as a pass-through of stage 1's class logits. Defaults to False (the
+            paper's random gate layer).
 
     Raises:
         ValueError: on a negative ``freeze_iterations``, a network without ``unet``, or (when attached) a checkpoint
@@ -103,6 +109,7 @@ class PretrainedUNetHandler:
         checkpoint: str | os.PathLike | None = None,
         freeze_iterations: int = 0,
         exclude_prefixes: tuple[str, ...] | list[str] = ("output.",),
+        pass_through: bool = False,
     ) -> None:
         if isinstance(freeze_iterations, bool) or not isinstance(freeze_iterations, int) or freeze_iterations < 0:
             raise ValueError(f"freeze_iterations must be a non-negative integer, got {freeze_iterations!r}.")
@@ -110,6 +117,7 @@ class PretrainedUNetHandler:
         self.checkpoint = None if checkpoint in (None, "") else Path(checkpoint)
         self.freeze_iterations = freeze_iterations
         self.exclude_prefixes = tuple(exclude_prefixes)
+        self.pass_through = pass_through
         self.loaded = False
         self._frozen: bool | None = None
         self._transferred: list[torch.nn.Parameter] = []
@@ -158,7 +166,18 @@ class PretrainedUNetHandler:
         unet.load_state_dict(keep, strict=False)
         names = set(keep)
         self._transferred = [p for n, p in unet.named_parameters() if n in names]
-        logger.info("stage 2: loaded %d U-Net tensors from %s (final conv not transferred)", len(keep), self.checkpoint)
+        if self.pass_through:
+            init_gates_from_slice_logits(unwrap(self.network), state["output.weight"], state["output.bias"])
+            logger.info(
+                "stage 2: loaded %d U-Net tensors from %s; gates, cells and heads start as a pass-through of its "
+                "segmentation",
+                len(keep),
+                self.checkpoint,
+            )
+        else:
+            logger.info(
+                "stage 2: loaded %d U-Net tensors from %s (final conv not transferred)", len(keep), self.checkpoint
+            )
         return True
 
     def attach(self, engine: Engine) -> None:
