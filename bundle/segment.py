@@ -189,7 +189,7 @@ class _Pipeline:
 
         from bundle.device import resolve_device
         from bundle.io.reader import quiet_gpu_decoder_notice
-        from bundle.workflows.handlers import load_state_dict_file
+        from bundle.weights import load_state_dict_file
 
         self.device = resolve_device(device)
         preset_file = _resolve_preset(preset)

@@ -23,12 +23,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def main() -> None:
     import fire
 
-    from bundle.benchmarks.augmentation import benchmark_augmentation
-    from bundle.benchmarks.convergence import benchmark_convergence
-    from bundle.benchmarks.gpu import benchmark_gpu
-    from bundle.benchmarks.memory import benchmark_memory, benchmark_timing
-    from bundle.benchmarks.robustness import benchmark_robustness
-    from bundle.benchmarks.segmentation import benchmark_segmentation
+    from scripts.benchmarks.augmentation import benchmark_augmentation
+    from scripts.benchmarks.convergence import benchmark_convergence
+    from scripts.benchmarks.gpu import benchmark_gpu
+    from scripts.benchmarks.memory import benchmark_memory, benchmark_timing
+    from scripts.benchmarks.robustness import benchmark_robustness
+    from scripts.benchmarks.segmentation import benchmark_segmentation
 
     fire.Fire(
         {

@@ -10,7 +10,7 @@ Usage (from the repository root)::
 Writes ``OUTPUT_DIR/brain_ct_convlstm_segmentation/`` (and ``.zip`` with ``--zip``), then checks a fresh copy of it
 in a temporary folder: required files, sizes and ``large_files.yml``, metadata against the schema,
 ``verify_net_in_out``, ``ckpt_export`` to TorchScript and reload, JSON/black/isort/flake8 formatting. The exit status
-is 1 when a check fails (every failure is listed). The work is done by :func:`bundle.zoo.export_zoo`; see
+is 1 when a check fails (every failure is listed). The work is done by :func:`scripts.zoo.export_zoo`; see
 docs/model_zoo.md.
 """
 
@@ -35,10 +35,10 @@ def main(
     device: str = "cpu",
     report: str | None = None,
 ) -> None:
-    """Export and verify the model-zoo bundle (see :func:`bundle.zoo.export_zoo` for the arguments)."""
+    """Export and verify the model-zoo bundle (see :func:`scripts.zoo.export_zoo` for the arguments)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bundle.cli import setup_logging
-    from bundle.zoo import ZooCheckError, export_zoo
+    from scripts.zoo import ZooCheckError, export_zoo
 
     setup_logging()
     try:

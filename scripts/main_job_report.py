@@ -9,7 +9,7 @@ Usage (from the repository root; ``scripts/run_default.sh`` calls it after train
 Masks, QC pictures and reports go to ``RUN/masks/`` (trained) and ``RUN/masks_shipped/`` (shipped); the table
 (per case Dice, HD95 mm, volume mL, seconds, then mean +- std) is printed and written to ``RUN/test_scores.md`` and
 ``RUN/test_scores.json``. ``--shipped_weights ''`` leaves the comparison out. The exit status is 1 if a case failed.
-The work is done by :func:`bundle.benchmarks.main_job.main_job_report`.
+The work is done by :func:`scripts.benchmarks.main_job.main_job_report`.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def main(
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.WARNING)
     logging.captureWarnings(True)
-    from bundle.benchmarks.main_job import main_job_report
     from bundle.segment import SegmentError
+    from scripts.benchmarks.main_job import main_job_report
 
     try:
         report = main_job_report(

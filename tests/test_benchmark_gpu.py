@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bundle.benchmarks import gpu
+from scripts.benchmarks import gpu
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"depths": (2,), "in_plane": 32, "features": 4, "hidden_channels": 2, "peer_features": 2, "repeats": 1}
@@ -26,6 +26,7 @@ def _script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_refuses_without_cuda_and_documents_the_run():
     result = _script()
     assert result.returncode == 2
@@ -40,6 +41,7 @@ def test_refuses_without_cuda_and_documents_the_run():
         assert phrase in text, phrase
 
 
+@pytest.mark.slow
 def test_table_on_cpu_covers_every_row():
     rows = gpu.run_gpu_benchmark("cpu", predict=True, **TINY)
     runs = [(row["run"], row["dtype"]) for row in rows]
@@ -54,6 +56,7 @@ def test_table_on_cpu_covers_every_row():
     assert len(table.splitlines()) == 3 + len(rows)
 
 
+@pytest.mark.slow
 def test_out_of_memory_and_time_limit_are_reported(monkeypatch):
     real_measure = gpu._measure
     calls = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bundle.benchmarks.memory import PeakMemory, simulate_training_step
+from scripts.benchmarks.memory import PeakMemory, simulate_training_step
 
 SMALL = {"features": 4, "hidden_channels": 3}
 

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from bundle.benchmarks.robustness import STRESS_FACTORS, STRESS_SEED_BASE, format_robustness_table, stress_cases
 from bundle.data.phantom_scan import SCAN_PROTOCOLS
+from scripts.benchmarks.robustness import STRESS_FACTORS, STRESS_SEED_BASE, format_robustness_table, stress_cases
 
 
 def test_at_least_48_cases_and_4_per_factor():

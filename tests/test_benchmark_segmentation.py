@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from bundle.benchmarks.segmentation import METHODS, benchmark_segmentation, format_segmentation_table
+from scripts.benchmarks.segmentation import METHODS, benchmark_segmentation, format_segmentation_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Two test phantoms of 64x64x24 (the tiny preset's 12 slices are too thick for the pseudo-labeller's 5 mm steps).

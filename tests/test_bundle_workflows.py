@@ -17,25 +17,22 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor
+from monai.handlers import CheckpointLoader
 
 from bundle.data.datalist import DatalistError
-from bundle.networks import UNet2D, UNetConvLSTM
+from bundle.networks import SliceNorm2d, UNet2D, UNetConvLSTM, use_slice_statistics
+from bundle.transforms import AxialSlice, RandAxialSliced, sample_axial_plane
 from bundle.transforms.augmentation import RotateTranslate, rotation_translation_matrix
 from bundle.workflows import (
     AtomicCheckpointSaver,
     AtomicNibabelWriter,
-    AxialSlice,
     CaseMetricsHandler,
     PretrainedUNetHandler,
-    RandAxialSliced,
     ResumeHandler,
-    SliceStatisticsNorm2d,
     find_ct_inputs,
     phantom_dataset_dir,
     prepare_datalist,
-    use_slice_statistics,
 )
-from bundle.workflows.transforms import sample_axial_plane
 
 TINY_PHANTOMS = {"num_train": 1, "num_val": 1, "num_test": 1, "seed": 0, "in_plane_size": 32, "num_slices": 8}
 
@@ -256,6 +253,21 @@ def test_pretrained_unet_handler_without_file_warns_and_does_nothing(tmp_path, c
         torch.testing.assert_close(value, before[key])
 
 
+def test_pretrained_unet_handler_is_quiet_when_a_checkpoint_loader_initialises_the_network(tmp_path, caplog):
+    """MONAI Label fine-tunes from models/model.pt with a CheckpointLoader inserted first in train#handlers: the
+    missing stage-1 file is then not worth a warning."""
+    network = UNetConvLSTM(1, 2, features=4, hidden_channels=4)
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    engine = Engine(lambda e, b: None)
+    CheckpointLoader(str(tmp_path / "model.pt"), {"model": network}).attach(engine)
+    handler = PretrainedUNetHandler(network, tmp_path / "missing.pt", freeze_iterations=3)
+    with caplog.at_level(logging.INFO):
+        handler.attach(engine)
+    assert not handler.loaded
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "not found" in r.getMessage()]
+    assert "loaded from other weights" in caplog.text
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -422,7 +434,7 @@ def test_slice_statistics_train_identically_and_evaluate_like_training():
     swapped = UNetConvLSTM(1, 2, features=4, hidden_channels=4, checkpoint=True, segment_length=3)
     swapped.load_state_dict(plain.state_dict())
     assert use_slice_statistics(swapped) is swapped
-    assert any(isinstance(m, SliceStatisticsNorm2d) for m in swapped.modules())
+    assert all(m.eval_slice_statistics for m in swapped.modules() if isinstance(m, SliceNorm2d))
     x = torch.randn(1, 1, 32, 32, 7)
     outputs = [net.train()(x) for net in (plain, swapped)]
     torch.testing.assert_close(outputs[0], outputs[1])
@@ -442,6 +454,6 @@ def test_slice_statistics_train_identically_and_evaluate_like_training():
 def test_use_slice_statistics_disabled_and_bad_input():
     network = UNet2D(1, 2, features=4)
     assert use_slice_statistics(network, enabled=False) is network
-    assert not any(isinstance(m, SliceStatisticsNorm2d) for m in network.modules())
+    assert not any(m.eval_slice_statistics for m in network.modules() if isinstance(m, SliceNorm2d))
     with pytest.raises(ValueError):
         use_slice_statistics("not a network")

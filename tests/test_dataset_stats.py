@@ -53,6 +53,7 @@ def test_running_moments_are_chunk_independent():
     assert one.std == pytest.approx(many.std, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_json(tmp_path, repo_root):
     datalist, values = make_datalist(tmp_path, sizes=((6, 6, 4), (5, 5, 3)), num_val=0)
     out = tmp_path / "stats.json"

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The main job's test-score report (bundle.benchmarks.main_job, scripts/main_job_report.py): the table's numbers,
+"""The main job's test-score report (scripts.benchmarks.main_job, scripts/main_job_report.py): the table's numbers,
 the segmenter's outputs beside the masks, and the command's exit status.
 
 The network is the tiny preset with seeded random weights on two tiny phantoms: these tests check the plumbing and the
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bundle.benchmarks.main_job import format_main_job_table, main_job_report
 from bundle.metrics import summarize
+from scripts.benchmarks.main_job import format_main_job_table, main_job_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per test
@@ -84,6 +84,7 @@ def test_report_segments_scores_and_writes(tmp_path, tiny_weights, capsys):
     assert sorted(p.name for p in (run / "test_scans" / "images").iterdir()) == [f"{n}.nii.gz" for n in names]
 
 
+@pytest.mark.slow
 def test_cli_missing_weights_exit_2(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "main_job_report.py"), "--run_dir", str(tmp_path)],

@@ -249,6 +249,7 @@ def _ddp_batch():
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+@pytest.mark.slow
 def test_ddp_two_processes_match_one(tmp_path):
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     net = _float64_net(seed=3, segment_length=2, checkpoint=True)

@@ -239,7 +239,7 @@ def test_invalid_fast_path_arguments():
 def test_shipped_weights_load_and_match_the_reference():
     """``models/model.pt`` (unidirectional lite) keeps its keys and its meaning: the batched, checkpointed code gives
     the step-by-step reference's logits in float64, with running and with per-slice statistics."""
-    from bundle.workflows.norm import use_slice_statistics
+    from bundle.networks import use_slice_statistics
 
     state = torch.load(SHIPPED_WEIGHTS, weights_only=True)
     x = torch.randn(1, 1, 40, 36, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(0))

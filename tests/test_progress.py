@@ -103,7 +103,7 @@ def _targets(handlers: list) -> list[str]:
 
 def test_every_workflow_config_shows_progress():
     train = json.loads((CONFIGS / "train.json").read_text())
-    # first in the list: multi_gpu_train.json keeps all but the last two handlers on ranks > 0
+    # in train#handlers, which every rank attaches (multi_gpu_train.json adds train#logging_handlers on rank 0 only)
     assert _targets(train["train"]["handlers"])[0] == "bundle.workflows.ProgressHandler"
     assert "loss" in train["train"]["handlers"][0]["output_transform"]
     assert "bundle.workflows.ProgressHandler" in _targets(train["validate"]["handlers"])

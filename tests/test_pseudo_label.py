@@ -210,6 +210,7 @@ def test_cli_main_in_process(tmp_path, repo_root, caplog):
     assert info.value.code == 1 and "does not exist" in caplog.text
 
 
+@pytest.mark.slow
 def test_cli_subprocess_partial_failure(tmp_path, repo_root):
     """The real entry point: one good and one broken file -> the good mask is written, exit 1, no traceback."""
     ct, _, affine, _ = synthetic_head()

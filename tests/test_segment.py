@@ -292,6 +292,7 @@ def test_every_bad_input_is_reported_with_its_message(tmp_path, tiny_weights, ma
 
 
 @pytest.mark.parametrize("make_bad", [BAD_INPUTS[0], BAD_NIFTI[0]], ids=["two_series", "nan"])
+@pytest.mark.slow
 def test_cli_reports_bad_input_without_traceback(tmp_path, tiny_weights, make_bad):
     folder = tmp_path / "bad"
     folder.mkdir()

@@ -60,6 +60,7 @@ def hidden(folder: Path) -> list[str]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_output_under_a_file_is_one_line_exit_2(tmp_path, tiny_weights):
     source = cases(tmp_path / "in", 1)
     (tmp_path / "file").write_text("not a folder")
@@ -223,6 +224,7 @@ def start_and_wait_for_first_report(cmd, tmp_env) -> tuple[subprocess.Popen, lis
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl_c", "kill"])
+@pytest.mark.slow
 def test_interrupted_cli_says_how_to_resume_and_leaves_nothing_behind(tmp_path, tiny_weights, sig):
     # enough cases that the signal lands mid-run even when stderr reaches the test late on a loaded machine
     source = cases(tmp_path / "in", 16)
@@ -258,6 +260,7 @@ def test_interrupted_cli_says_how_to_resume_and_leaves_nothing_behind(tmp_path, 
 # --------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_output_split_the_work(tmp_path, tiny_weights):
     source = cases(tmp_path / "in", 6)
     out = tmp_path / "out"
@@ -319,6 +322,7 @@ def test_signed_tilt_and_library_warnings_out_of_the_report(tmp_path, tiny_weigh
     assert "Invalid value" not in rows[0]["warnings"]
 
 
+@pytest.mark.slow
 def test_cli_verbose_keeps_library_debug_in_the_log_file(tmp_path, tiny_weights):
     p = phantom(6)
     write_ct_dicom_series(p.image, p.affine, tmp_path / "in" / "series")

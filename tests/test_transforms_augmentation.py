@@ -291,7 +291,7 @@ def test_workspace_reuse_gives_identical_results():
 
 
 def test_benchmark_runs_on_a_small_volume(capsys):
-    from bundle.benchmarks.augmentation import benchmark_augmentation
+    from scripts.benchmarks.augmentation import benchmark_augmentation
 
     threads = torch.get_num_threads()
     rows = benchmark_augmentation(size=(24, 24, 12), repeats=1, threads=1)

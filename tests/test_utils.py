@@ -7,7 +7,6 @@ import hashlib
 
 import pytest
 
-import bundle.workflows
 from bundle.utils import atomic_output, atomic_write_text, sha256_file
 
 
@@ -86,7 +85,3 @@ def test_sha256_file_matches_hashlib(tmp_path, size):
     path = tmp_path / "blob.bin"
     path.write_bytes(data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
-
-
-def test_workflows_reexport_the_same_helper():
-    assert bundle.workflows.atomic_output is atomic_output

@@ -17,7 +17,7 @@ The image-domain artefacts (:func:`beam_hardening`, :func:`metal_streaks`, :func
 slice by :func:`bundle.data.phantoms.make_phantom`; none of them changes the label, which stays the exact cavity
 coverage. Motion (:func:`apply_motion`) moves image and label together.
 
-The robustness benchmark builds its own protocols (``bundle/benchmarks/robustness.py``) so that the stress suite and
+The robustness benchmark builds its own protocols (``scripts/benchmarks/robustness.py``) so that the stress suite and
 the training data are not tuned to each other.
 """
 

@@ -5,6 +5,7 @@
 - :mod:`.stats`: computing those statistics over a datalist (``scripts/dataset_stats.py``).
 - :mod:`.spatial`: in-plane resampling for the CPU-friendly preset.
 - :mod:`.augmentation`: the paper's random rotations and translations, fast enough for whole volumes on a CPU.
+- :mod:`.slicing`: stage 1's axial slices (one randomly rotated and translated slice at the cost of one slice).
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ from .augmentation import (
     separable_affine,
 )
 from .intensity import ZScoreNormalize, ZScoreNormalizeD, ZScoreNormalized, ZScoreNormalizeDict, load_intensity_stats
+from .slicing import AxialSlice, RandAxialSliceD, RandAxialSliced, RandAxialSliceDict, sample_axial_plane
 from .spatial import ResampleInPlane, ResampleInPlaneD, ResampleInPlaned, ResampleInPlaneDict
 from .stats import RunningMoments, compute_dataset_stats
 
 __all__ = [
+    "AxialSlice",
+    "RandAxialSliceD",
+    "RandAxialSliceDict",
+    "RandAxialSliced",
     "RandRotateTranslate",
     "RandRotateTranslateD",
     "RandRotateTranslateDict",
@@ -41,6 +47,7 @@ __all__ = [
     "compute_dataset_stats",
     "load_intensity_stats",
     "rotation_translation_matrix",
+    "sample_axial_plane",
     "nearest_affine",
     "separable_affine",
 ]

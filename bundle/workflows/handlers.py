@@ -26,20 +26,14 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.data import MetaTensor
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from bundle.metrics import case_metrics, format_summary, summarize
 from bundle.networks.gate_init import init_gates_from_slice_logits
 from bundle.utils import atomic_output, atomic_write_text
+from bundle.weights import load_state_dict_file
 
-__all__ = [
-    "AtomicCheckpointSaver",
-    "CaseMetricsHandler",
-    "PretrainedUNetHandler",
-    "ResumeHandler",
-    "load_state_dict_file",
-    "unwrap",
-]
+__all__ = ["AtomicCheckpointSaver", "CaseMetricsHandler", "PretrainedUNetHandler", "ResumeHandler", "unwrap"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,33 +58,16 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a weights file safely (``weights_only=True``): a plain state_dict or a ``{"model": state_dict}``.
-
-    Args:
-        path: the ``.pt`` file.
-
-    Returns:
-        The state_dict (tensor values).
-
-    Raises:
-        ValueError: if the file is missing, unreadable, or holds no state_dict.
-
-    Example:
-        >>> state = load_state_dict_file("models/model.pt")  # doctest: +SKIP
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} does not exist.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise ValueError(f"weights file {path} cannot be read as a PyTorch state_dict: {err}") from err
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"weights file {path} does not hold a state_dict of tensors.")
-    return dict(obj)
+def _loads_network(engine: Engine, network: torch.nn.Module) -> bool:
+    """Whether a MONAI ``CheckpointLoader`` attached to ``engine`` loads weights into ``network`` when it starts."""
+    target = unwrap(network)
+    # ignite has no public list of an event's handlers; CheckpointLoader.attach adds itself to Events.STARTED
+    for handler, *_ in engine._event_handlers.get(Events.STARTED, []):
+        if isinstance(handler, CheckpointLoader):
+            modules = [m for m in handler.load_dict.values() if isinstance(m, torch.nn.Module)]
+            if any(unwrap(m) is target for m in modules):
+                return True
+    return False
 
 
 class PretrainedUNetHandler:
@@ -153,16 +130,26 @@ class PretrainedUNetHandler:
             )
         return unet
 
-    def load(self) -> bool:
-        """Load the stage-1 weights into ``network.unet``; return whether a file was loaded."""
+    def load(self, warn_missing: bool = True) -> bool:
+        """Load the stage-1 weights into ``network.unet``; return whether a file was loaded.
+
+        Args:
+            warn_missing: warn when the checkpoint file does not exist (stage 2 then starts from the network's
+                random initialisation); False logs it at INFO level. Defaults to True.
+        """
         if self.checkpoint is None:
             return False
         if not self.checkpoint.is_file():
-            logger.warning(
-                "stage-1 U-Net weights %s not found: stage 2 trains the whole network from its random "
-                "initialisation, without freezing (run stage 1 first to follow the paper).",
-                self.checkpoint,
-            )
+            if warn_missing:
+                logger.warning(
+                    "stage-1 U-Net weights %s not found: stage 2 trains the whole network from its random "
+                    "initialisation, without freezing (run stage 1 first to follow the paper).",
+                    self.checkpoint,
+                )
+            else:
+                logger.info(
+                    "stage-1 U-Net weights %s not found; the network is loaded from other weights.", self.checkpoint
+                )
             return False
         unet = self._unet()
         state = load_state_dict_file(self.checkpoint)
@@ -194,8 +181,13 @@ class PretrainedUNetHandler:
         return True
 
     def attach(self, engine: Engine) -> None:
-        """Load the weights now and, if loaded and ``freeze_iterations > 0``, freeze them at each iteration start."""
-        self.loaded = self.load()
+        """Load the weights now and, if loaded and ``freeze_iterations > 0``, freeze them at each iteration start.
+
+        A missing stage-1 file is only worth a warning when nothing else initialises the network: when a
+        ``CheckpointLoader`` of the whole network is attached before this handler (MONAI Label's fine-tuning from
+        ``models/model.pt``, ``configs/train_finetune.json``) it is logged at INFO level.
+        """
+        self.loaded = self.load(warn_missing=not _loads_network(engine, self.network))
         if self.loaded and self.freeze_iterations > 0:
             engine.add_event_handler(Events.ITERATION_STARTED, self.update_freezing)
             engine.add_event_handler(Events.COMPLETED, self.release)

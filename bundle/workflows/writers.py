@@ -3,7 +3,6 @@
 
 :class:`AtomicNibabelWriter` is MONAI's ``NibabelWriter`` built on :func:`bundle.utils.atomic_output` (a temporary
 path beside the target, moved into place with ``os.replace`` only when writing succeeded), for ``SaveImaged``.
-``atomic_output`` is re-exported here for the configs and callers that import it from ``bundle.workflows``.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from monai.data import NibabelWriter
 
 from bundle.utils import atomic_output
 
-__all__ = ["AtomicNibabelWriter", "atomic_output"]
+__all__ = ["AtomicNibabelWriter"]
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@
 - **inference** (evaluation, no autograd): seconds per volume and peak, float32 and bf16;
 - **the conventional peer**: MONAI's 3D ``UNet`` (channels 16-256, 2 residual units) with
   ``sliding_window_inference`` (ROI 128x128x64, batch 4, overlap 0.25) on the same volume, float32 and bf16;
-- **prediction**: the peak the meta-device simulation of :mod:`bundle.benchmarks.memory` predicts for float32
+- **prediction**: the peak the meta-device simulation of :mod:`scripts.benchmarks.memory` predicts for float32
   training rows (offload derived from k = 1 as there), beside the measured peak.
 
 Ratios are to the baseline of the same depth (float32 uncheckpointed training; "n/a" where it ran out of memory).
@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from bundle.benchmarks.memory import MIB, _format_table, simulate_training_step
 from bundle.networks import UNetConvLSTM
+from scripts.benchmarks.memory import MIB, _format_table, simulate_training_step
 
 __all__ = ["benchmark_gpu", "run_gpu_benchmark", "format_gpu_table"]
 
@@ -282,7 +282,7 @@ def benchmark_gpu(
     baseline; "OOM" where it does not fit), checkpointed k=1, k=auto and k=1 + offload_states (plus k=auto in
     channels-last at the middle D); inference seconds per volume; MONAI's 3D UNet with sliding-window inference on
     the same volume (the conventional peer). Columns: seconds, torch.cuda.max_memory_allocated, the meta-device
-    prediction of float32 training peaks (bundle.benchmarks.memory), ratios to the float32 baseline of the same D.
+    prediction of float32 training peaks (scripts.benchmarks.memory), ratios to the float32 baseline of the same D.
     Prints one line per row as it finishes, then the table; about 5-8 minutes on one H100.
 
     Args:

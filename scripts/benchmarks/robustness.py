@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from bundle.benchmarks.convergence import repo_path
 from bundle.data.phantom_scan import ScanProtocol
+from scripts.benchmarks.convergence import repo_path
 
 __all__ = [
     "STRESS_FACTORS",

@@ -3,14 +3,16 @@
 
 :func:`export_zoo` copies what a zoo bundle holds from the repository (configs, ``models/model.pt``, ``docs/README.md``
 and ``docs/data_license.txt`` with the pictures the README links, ``LICENSE``, the ``bundle`` package the configs'
-``_target_`` values point at, the ``scripts/*.py`` command-line tools), writes ``large_files.yml`` for files above the
-zoo's pre-commit limit, normalises formatting as the zoo's pre-commit/``runtests.sh --autofix`` would (JSON: 4-space
-indent, keys unsorted, final newline; Python: isort and black with the zoo's settings) and then :func:`check_bundle`
-verifies a fresh copy of the result in a temporary folder: required and preferred files, sizes and
-``large_files.yml`` hashes (``download_large_files``, offline), version and changelog, ``verify_metadata`` against the
-given schema, ``verify_net_in_out``, ``ckpt_export`` to TorchScript and reload (the scripted model must reproduce the
-eager one), JSON and text formatting, black/isort/flake8 with the zoo's configuration, and that every package the
-Python code imports at module level is installed by the zoo's CPU premerge from ``metadata.json``'s pins.
+``_target_`` values point at (without the optional ``bundle/nnunet`` plugin), the ``scripts/*.py`` command-line tools
+(without the developer tooling: this module, ``scripts/benchmarks`` and the benchmark scripts), writes
+``large_files.yml`` for files above the zoo's pre-commit limit, normalises formatting as the zoo's
+pre-commit/``runtests.sh --autofix`` would (JSON: 4-space indent, keys unsorted, final newline; Python: isort and black
+with the zoo's settings) and then :func:`check_bundle` verifies a fresh copy of the result in a temporary folder:
+required and preferred files, sizes and ``large_files.yml`` hashes (``download_large_files``, offline), version and
+changelog, ``verify_metadata`` against the given schema, ``verify_net_in_out``, ``ckpt_export`` to TorchScript and
+reload (the scripted model must reproduce the eager one), JSON and text formatting, black/isort/flake8 with the zoo's
+configuration, and that every package the Python code imports (outside try/if blocks) is installed by the zoo's CPU
+premerge from ``metadata.json``'s pins.
 
 Custom code stays in the ``bundle`` package (the configs reference ``bundle.*``); the zoo does not require the name
 ``scripts``. MONAI Label's ``unload_module("scripts")`` only re-imports a package named ``scripts`` per request, so a
@@ -55,7 +57,8 @@ PRECOMMIT_MAX_KB = 1024  # model-zoo .pre-commit-config.yaml, check-added-large-
 REQUIRED_FILES = ("configs/metadata.json", "LICENSE")  # model-zoo ci/verify_bundle.py
 PREFERRED_FILES = ("models/model.pt", "configs/inference.json")
 DOC_FILES = ("docs/README.md", "docs/data_license.txt")  # model-zoo CONTRIBUTING.md
-# model-zoo setup.cfg ([flake8], [isort]) and pyproject.toml ([tool.black])
+# model-zoo setup.cfg ([flake8], [isort]) and pyproject.toml ([tool.black]), as its runtests.sh --codeformat reads
+# them from the repository root
 ZOO_SETUP_CFG = """[flake8]
 select = B,C,E,F,N,P,T4,W,B9
 max_line_length = 120
@@ -69,22 +72,58 @@ ignore =
     N812
     B023
 per_file_ignores = __init__.py: F401, __main__.py: F401
+exclude = *.pyi,.git,.eggs,monai/_version.py,versioneer.py,venv,.venv,_version.py
 
 [isort]
 known_first_party = models
 profile = black
 line_length = 120
+skip = .git, .eggs, venv, .venv, versioneer.py, _version.py, conf.py
+skip_glob = *.pyi
 """
-BLACK_ARGS = (
-    "--line-length",
-    "120",
-    "--target-version",
-    "py37",
-    "--target-version",
-    "py38",
-    "--target-version",
-    "py39",
+ZOO_PYPROJECT = """[tool.black]
+line-length = 120
+target-version = ['py37', 'py38', 'py39']
+include = '\\.pyi?$'
+exclude = '''
+(
+  /(
+      \\.eggs
+    | \\.git
+    | \\.hg
+    | \\.mypy_cache
+    | \\.tox
+    | \\.venv
+    | \\.pytype
+    | _build
+    | buck-out
+    | build
+    | dist
+  )/
 )
+'''
+"""
+# model-zoo runtests.sh: `--autofix` runs `isort $(pwd)` then `black --skip-magic-trailing-comma $(pwd)`;
+# `--codeformat` runs `isort --check $(pwd)`, `black --skip-magic-trailing-comma --check $(pwd)` and
+# `flake8 $(pwd) --count --statistics` from the repository root (then pytype and mypy, not run here)
+ZOO_FIX_COMMANDS = (("isort",), ("black", "--skip-magic-trailing-comma"))
+ZOO_CHECK_COMMANDS = (
+    ("isort", "--check"),
+    ("black", "--skip-magic-trailing-comma", "--check"),
+    ("flake8", "--count", "--statistics"),
+)
+# Files above the pre-commit limit that are redistributed unmodified: the zoo downloads them from their source (the
+# sha256 in large_files.yml is this copy's, so a different upstream file fails the download instead of slipping in).
+UPSTREAM_URLS = {
+    "bundle/data/resources/ct_brain_atlas_1mm.nii.gz": (
+        "https://github.com/wasserth/TotalSegmentator/raw/7b42e17697da24a8c055e3c19906f6277c96f1a7/"
+        "totalsegmentator/resources/ct_brain_atlas_1mm.nii.gz"
+    )
+}
+# not shipped: developer tooling (the zoo export itself, benchmarks and their reports) and the optional nnU-Net
+# plugin, which imports nnunetv2 (not a dependency of the bundle)
+DEVELOPER_SCRIPTS = frozenset({"__init__.py", "benchmark.py", "export_zoo.py", "main_job_report.py", "zoo.py"})
+EXCLUDED_PACKAGES = ("bundle/nnunet/",)
 TEXT_SUFFIXES = {".py", ".json", ".md", ".txt", ".yml", ".yaml", ".conf", ".sh", ".cfg", ".toml"}
 _LINK = re.compile(r"\]\(([^)\s]+)\)|src=\"([^\"]+)\"")
 _PLAIN_VERSION = re.compile(r"^\d+(\.\d+)*$")
@@ -109,10 +148,14 @@ def _bundle_files(repo_root: Path) -> list[str]:
     for top in ("configs", "bundle"):
         for path in (repo_root / top).rglob("*"):
             rel = path.relative_to(repo_root)
-            if path.is_file() and not skip_dirs & set(rel.parts) and path.suffix not in {".pyc", ".pyo"}:
+            if rel.as_posix().startswith(EXCLUDED_PACKAGES) or skip_dirs & set(rel.parts):
+                continue
+            if path.is_file() and path.suffix not in {".pyc", ".pyo"}:
                 files.add(rel.as_posix())
     files.update(
-        p.relative_to(repo_root).as_posix() for p in (repo_root / "scripts").glob("*.py") if p.name != "export_zoo.py"
+        p.relative_to(repo_root).as_posix()
+        for p in (repo_root / "scripts").glob("*.py")
+        if p.name not in DEVELOPER_SCRIPTS
     )
     readme = repo_root / "docs" / "README.md"
     for match in _LINK.finditer(readme.read_text(encoding="utf-8")):
@@ -126,7 +169,14 @@ def _bundle_files(repo_root: Path) -> list[str]:
 
 
 def _write_large_files(bundle_dir: Path, large_files_url: str | None) -> list[str]:
-    """Write ``large_files.yml`` for files above :data:`PRECOMMIT_MAX_KB`; return their relative paths."""
+    """Write ``large_files.yml`` for files above :data:`PRECOMMIT_MAX_KB`; return their relative paths.
+
+    A file redistributed unmodified from elsewhere is downloaded from there (:data:`UPSTREAM_URLS`); any other large
+    file from ``<large_files_url>/<relative path>``.
+
+    Raises:
+        ZooCheckError: if a large file would have no URL (the zoo's download step rejects an empty one).
+    """
     large = sorted(
         p.relative_to(bundle_dir).as_posix()
         for p in bundle_dir.rglob("*")
@@ -134,24 +184,27 @@ def _write_large_files(bundle_dir: Path, large_files_url: str | None) -> list[st
     )
     if not large:
         return []
+    urls = {
+        rel: UPSTREAM_URLS.get(rel) or (f"{large_files_url.rstrip('/')}/{rel}" if large_files_url else "")
+        for rel in large
+    }
+    missing = [rel for rel, url in urls.items() if not url]
+    if missing:
+        raise ZooCheckError(
+            f"{', '.join(missing)} exceed the zoo's {PRECOMMIT_MAX_KB} KB pre-commit limit and have no download URL "
+            "(the zoo's large-file step rejects an empty one): upload them and give large_files_url, or make them "
+            "smaller (weights: store them in float16, see docs/model_zoo.md)."
+        )
     lines = ["large_files:"]
     for rel in large:
-        url = f"{large_files_url.rstrip('/')}/{rel}" if large_files_url else ""
         # JSON strings are YAML double-quoted scalars
         lines += [
             f"  - path: {json.dumps(rel)}",
-            f"    url: {json.dumps(url)}",
+            f"    url: {json.dumps(urls[rel])}",
             f"    hash_val: {json.dumps(sha256_file(bundle_dir / rel))}",
             '    hash_type: "sha256"',
         ]
     (bundle_dir / "large_files.yml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    if not large_files_url:
-        logger.warning(
-            "%s exceed the zoo's %d KB pre-commit limit: large_files.yml lists them without a URL; upload them and "
-            "give large_files_url before opening a model-zoo pull request.",
-            ", ".join(large),
-            PRECOMMIT_MAX_KB,
-        )
     return large
 
 
@@ -171,15 +224,17 @@ def assemble_bundle(
         repo_root: the repository (bundle root) to export.
         output_dir: folder that receives the bundle folder (created if missing).
         name: bundle folder name. Defaults to :data:`BUNDLE_NAME`.
-        large_files_url: base URL the large files will be downloadable from (``<url>/<relative path>``); None
-            writes empty URLs and logs a warning. Defaults to None.
+        large_files_url: base URL the large files without an upstream source (:data:`UPSTREAM_URLS`) will be
+            downloadable from (``<url>/<relative path>``). Defaults to None (then no such file may exceed the
+            1024 KB limit).
         overwrite: replace an existing ``output_dir/name``. Defaults to False.
 
     Returns:
         The bundle folder.
 
     Raises:
-        ZooCheckError: if a required, preferred or documentation file is missing from ``repo_root``.
+        ZooCheckError: if a required, preferred or documentation file is missing from ``repo_root``, or a file above
+            the 1024 KB limit would have no download URL.
         ValueError: on a bad ``name`` or an existing output without ``overwrite``.
 
     Example:
@@ -212,11 +267,30 @@ def _python_files(bundle_dir: Path) -> list[Path]:
     return sorted(p for p in bundle_dir.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def _zoo_config_dir(work: Path) -> Path:
-    cfg = work / "zoo_config"
-    cfg.mkdir(parents=True, exist_ok=True)
-    (cfg / "setup.cfg").write_text(ZOO_SETUP_CFG, encoding="utf-8")
-    return cfg
+def _zoo_checkout(work: Path, bundle_dir: Path) -> Path:
+    """A stand-in for a model-zoo checkout in ``work``: its ``setup.cfg`` and ``pyproject.toml`` at the root and the
+    Python files of ``bundle_dir`` copied to ``models/<name>/``, so the formatters run exactly as the zoo's
+    ``runtests.sh`` runs them (a copy, not a link: black skips links that point outside the project)."""
+    root = work / "model-zoo"
+    copy = root / "models" / bundle_dir.name
+    if root.exists():
+        shutil.rmtree(root)
+    copy.mkdir(parents=True)
+    (root / "setup.cfg").write_text(ZOO_SETUP_CFG, encoding="utf-8")
+    (root / "pyproject.toml").write_text(ZOO_PYPROJECT, encoding="utf-8")
+    for path in _python_files(bundle_dir):
+        target = copy / path.relative_to(bundle_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    return root
+
+
+def _run_zoo_tool(command: tuple[str, ...], root: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m <command> $(pwd)`` in the zoo checkout ``root``, as runtests.sh does."""
+    args = [sys.executable, "-m", command[0], *command[1:], str(root)]
+    if command[0] == "flake8":  # runtests.sh puts the path first: flake8 "$(pwd)" --count --statistics
+        args = [sys.executable, "-m", "flake8", str(root), *command[1:]]
+    return _run(args, cwd=root, timeout=timeout)
 
 
 def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -228,8 +302,10 @@ def normalise_formatting(bundle_dir: str | os.PathLike) -> list[str]:
     """Apply the zoo's automatic formatting to a bundle folder, as its pre-commit and ``--autofix`` would.
 
     JSON files are rewritten as ``pretty-format-json --autofix --no-sort-keys --indent=4``; Python files go through
-    isort (the zoo's ``setup.cfg``: profile black, line length 120, ``known_first_party = models``, so ``bundle``
-    imports sort as third-party there) and black (line length 120, targets py37-py39).
+    ``runtests.sh --autofix``'s commands in a stand-in zoo checkout (:data:`ZOO_FIX_COMMANDS`): isort (the zoo's
+    ``setup.cfg``: profile black, line length 120, ``known_first_party = models``, so ``bundle`` imports sort as
+    third-party there), then black with ``--skip-magic-trailing-comma`` (the zoo's ``pyproject.toml``: line length
+    120, targets py37-py39).
 
     Args:
         bundle_dir: the bundle folder (changed in place).
@@ -255,17 +331,17 @@ def normalise_formatting(bundle_dir: str | os.PathLike) -> list[str]:
                 raise ZooCheckError(f"{path}: not valid JSON ({err})") from err
             if pretty != text:
                 path.write_text(pretty, encoding="utf-8")
-    python = [str(p) for p in _python_files(bundle_dir)]
-    if python:
+    if _python_files(bundle_dir):
         with tempfile.TemporaryDirectory() as work:
-            cfg = _zoo_config_dir(Path(work))
-            for tool in (
-                [sys.executable, "-m", "isort", "--settings-path", str(cfg), "--quiet", *python],
-                [sys.executable, "-m", "black", "--quiet", *BLACK_ARGS, *python],
-            ):
-                result = _run(tool, cwd=cfg)
+            root = _zoo_checkout(Path(work), bundle_dir)
+            for command in ZOO_FIX_COMMANDS:
+                result = _run_zoo_tool(command, root)
                 if result.returncode != 0:
-                    raise ZooCheckError(f"{tool[2]} failed on {bundle_dir}:\n{result.stdout}{result.stderr}")
+                    raise ZooCheckError(f"{command[0]} failed on {bundle_dir}:\n{result.stdout}{result.stderr}")
+            for path in _python_files(bundle_dir):
+                fixed = (root / "models" / bundle_dir.name / path.relative_to(bundle_dir)).read_bytes()
+                if fixed != path.read_bytes():
+                    path.write_bytes(fixed)
     return sorted(p.relative_to(bundle_dir).as_posix() for p, data in before.items() if p.read_bytes() != data)
 
 
@@ -303,15 +379,23 @@ def _requirement_closure(roots: Iterable[str]) -> set[str]:
     return seen
 
 
-def _module_level_imports(path: Path) -> set[str]:
-    """Top-level module names imported unconditionally at module level (not in try/if blocks or functions)."""
+def _required_imports(path: Path) -> set[str]:
+    """Top-level module names the file imports unconditionally: at module level or inside functions and classes
+    (lazy imports, such as highdicom for DICOM SEG, still fail when the package is missing), but not inside
+    ``try`` or ``if`` blocks (optional imports)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    names = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+    names: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.With, ast.For)):
+                visit(node.body)
+
+    visit(tree.body)
     return names
 
 
@@ -332,7 +416,7 @@ def _check_imports_pinned(bundle_dir: Path, metadata_json: dict) -> list[str]:
     local = {p.name for p in bundle_dir.iterdir() if p.is_dir()} | {p.stem for p in bundle_dir.glob("*.py")}
     distributions = metadata.packages_distributions()
     for path in _python_files(bundle_dir):
-        for module in sorted(_module_level_imports(path)):
+        for module in sorted(_required_imports(path)):
             if module in sys.stdlib_module_names or module in local or module == "__future__":
                 continue
             dists = distributions.get(module)
@@ -413,7 +497,7 @@ def _check_sizes(fresh: Path, files: list[Path], warnings: list[str]) -> list[st
         elif entry.get("hash_type") and entry.get("hash_val") != _hash(fresh / rel, str(entry["hash_type"])):
             problems.append(f"large_files.yml: the {entry['hash_type']} of {rel} does not match the file")
         if not entry.get("url"):
-            warnings.append(f"large_files.yml: no url for {rel} (upload it before a model-zoo pull request)")
+            problems.append(f"large_files.yml: no url for {rel} (the zoo's download step rejects an empty url)")
     return problems
 
 
@@ -460,20 +544,17 @@ def _check_text(fresh: Path, files: list[Path]) -> list[str]:
 
 
 def _check_python(fresh: Path, work: Path, timeout: int) -> list[str]:
-    python = [str(p) for p in _python_files(fresh)]
-    if not python:
+    if not _python_files(fresh):
         return []
-    cfg = _zoo_config_dir(work)
+    root = _zoo_checkout(work, fresh)
     problems = []
-    for tool, args in (
-        ("black", ["black", "--check", "--quiet", *BLACK_ARGS]),
-        ("isort", ["isort", "--settings-path", str(cfg), "--check-only", "--quiet"]),
-        ("flake8", ["flake8", "--config", str(cfg / "setup.cfg")]),
-    ):
-        result = _run([sys.executable, "-m", *args, *python], cwd=cfg, timeout=timeout)
+    for command in ZOO_CHECK_COMMANDS:
+        result = _run_zoo_tool(command, root, timeout=timeout)
         if result.returncode != 0:
-            out = (result.stdout + result.stderr).replace(str(fresh) + "/", "").strip()
-            problems.append(f"{tool}: {out or f'exit status {result.returncode}'}")
+            out = result.stdout + result.stderr
+            for prefix in (str(root / "models" / fresh.name) + "/", f"models/{fresh.name}/", str(fresh) + "/"):
+                out = out.replace(prefix, "")
+            problems.append(f"{command[0]}: {out.strip() or f'exit status {result.returncode}'}")
     return problems
 
 
@@ -492,7 +573,7 @@ def check_bundle(
 
     The groups (all by default): ``files`` (required, preferred and documentation files; no generated files),
     ``sizes`` (25 MB and 1024 KB limits, ``large_files.yml`` entries and hashes), ``metadata`` (version in the
-    changelog, plain pip-pinnable versions), ``imports`` (every package imported at module level is installed from
+    changelog, plain pip-pinnable versions), ``imports`` (every package imported outside try/if blocks is installed from
     metadata's pins, as the zoo's CPU premerge installs only those), ``json`` (pretty-format-json), ``text``
     (final newline, trailing whitespace, shebangs), ``python`` (black, isort, flake8 with the zoo's settings) and
     ``monai`` (``download_large_files`` offline, ``verify_metadata``, ``verify_net_in_out``, ``ckpt_export`` to
@@ -608,7 +689,7 @@ def export_zoo(
         name: bundle folder name. Defaults to :data:`BUNDLE_NAME`.
         zip: also write ``<output_dir>/<name>.zip`` with the folder at its top level. Defaults to False.
         verify: run :func:`check_bundle` on the result. Defaults to True.
-        large_files_url: base URL for ``large_files.yml`` entries. Defaults to None (empty URLs, with a warning).
+        large_files_url: base URL for ``large_files.yml`` entries without an upstream source. Defaults to None.
         overwrite: replace an existing output folder and zip. Defaults to False.
         device: device for ``verify_net_in_out``. Defaults to ``"cpu"``.
         report: optional JSON file for the report (written atomically). Defaults to None.

@@ -2,7 +2,7 @@
 """The shipped network and the classical pseudo-labeller, side by side on the same test cases.
 
 ``python scripts/benchmark.py segmentation`` measures, on the test split the convergence benchmark evaluates
-(:mod:`bundle.benchmarks.convergence`: ``configs/train.json`` + ``configs/evaluate.json`` + the preset; for the
+(:mod:`scripts.benchmarks.convergence`: ``configs/train.json`` + ``configs/evaluate.json`` + the preset; for the
 ``lite`` preset the 8 test phantoms of the 12/3/8 phantom set):
 
 1. **the network** (``ckpt_dir/model.pt``, by default the shipped ``models/model.pt``) through the bundle's own
@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from bundle.benchmarks.convergence import EVALUATION_CONFIGS, make_workflow, preset_config, repo_path
+from scripts.benchmarks.convergence import EVALUATION_CONFIGS, make_workflow, preset_config, repo_path
 
 __all__ = ["METHODS", "benchmark_segmentation", "format_segmentation_table"]
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bundle.benchmarks.convergence import REPO_ROOT, preset_config, repo_path
+from scripts.benchmarks.convergence import REPO_ROOT, preset_config, repo_path
 
 __all__ = [
     "TARGET_DICE",
