@@ -151,7 +151,12 @@ def test_presets_hold_only_what_differs_from_the_defaults(preset):
             default = train[parent][setting]
         else:
             assert key in train, f"{preset}: {key} is not a setting of train.json"
-            assert not isinstance(train[key], (dict, list)) or key in ("in_plane_size", "pixdim", "max_translation_vox")
+            assert not isinstance(train[key], (dict, list)) or key in (
+                "in_plane_size",
+                "pixdim",
+                "max_translation_vox",
+                "stage1_optimizer",
+            )
             assert not isinstance(train[key], str) or not train[key].startswith(("$", "@")), f"{key} is not a setting"
             default = train[key]
         assert value != default, f"{preset}: {key} restates the default {default!r}"

@@ -114,4 +114,7 @@ def test_main_job_trains_and_segments_on_the_quick_preset():
     )
     assert phantom_dataset_dir("cache", parser["phantoms"]).name.startswith("12-3-8_size128_slices32_seed0_v")
     assert "_scan" not in phantom_dataset_dir("cache", parser["phantoms"]).name  # the classic protocol
-    assert (parser["stage1_epochs"], parser["epochs"], parser["epoch_length"]) == (12, 2, 25)
+    # the CPU recipe of docs/README.md: 1000 Adam iterations of stage 1, 100 of stage 2 from the pass-through start
+    assert (parser["stage1_epochs"], parser["epochs"], parser["epoch_length"]) == (40, 4, 25)
+    assert parser["stage1_optimizer"]["_target_"] == "torch.optim.Adam" and parser["optimizer"] == "@stage1_optimizer"
+    assert parser["pass_through_init"] is True
