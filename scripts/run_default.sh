@@ -16,6 +16,9 @@ python="$root/.venv/bin/python"
 # second thread, and when the two cores are shared with other work, two spinning OpenMP threads run 10-25x slower
 # (measured on the 2-core development machine). Export OMP_NUM_THREADS=2 on an idle machine.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# MONAI's LoadImage builds its GPU DICOM decoder on every machine, and without nvImageCodec that raises a UserWarning
+# (its log line is silenced in configs/logging.conf); the bundle reads DICOM with pydicom itself.
+export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore:NvImgCodecPydicomReader:UserWarning}"
 out="runs/default"
 preset="configs/presets/quick.json"
 mkdir -p "$out"
