@@ -22,40 +22,26 @@ from pathlib import Path
 
 import fire
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root is this script's parent folder
+
+from bundle.cli import fire_command  # noqa: E402
+from scripts.zoo import ZooCheckError, export_zoo  # noqa: E402
+
 __all__ = ["main"]
 
 
-def main(
-    output_dir: str,
-    schema: str | None = None,
-    zip: bool = False,
-    verify: bool = True,
-    large_files_url: str | None = None,
-    overwrite: bool = False,
-    device: str = "cpu",
-    report: str | None = None,
-) -> None:
-    """Export and verify the model-zoo bundle (see :func:`scripts.zoo.export_zoo` for the arguments)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bundle.cli import setup_logging
-    from scripts.zoo import ZooCheckError, export_zoo
-
-    setup_logging()
+def _run(call) -> str:
+    """Call; a failed check or an unusable argument is logged and exit status 1."""
     try:
-        export_zoo(
-            output_dir,
-            schema,
-            zip=zip,
-            verify=verify,
-            large_files_url=large_files_url,
-            overwrite=overwrite,
-            device=device,
-            report=report,
-        )
-    except (ZooCheckError, ValueError) as err:
-        logging.error("%s", err)
-        sys.exit(1)
+        return call()
+    except (ZooCheckError, ValueError) as error:
+        logging.getLogger("export_zoo").error("%s", error)
+        raise SystemExit(1) from None
 
+
+#: ``scripts/export_zoo.py OUTPUT_DIR [--schema ...] ...``: :func:`scripts.zoo.export_zoo`, its options and help,
+#: plus ``--verbose``.
+main = fire_command(export_zoo, run=_run)
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(main, serialize=lambda result: None)

@@ -20,57 +20,39 @@ from pathlib import Path
 
 import fire
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root is this script's parent folder
+
+from bundle.cli import fire_command, setup_logging  # noqa: E402
+from bundle.segment import SegmentError  # noqa: E402
+from scripts.benchmarks.main_job import main_job_report  # noqa: E402
+
 __all__ = ["main"]
 
 
-def main(
-    run_dir: str = "runs/default",
-    preset: str = "quick",
-    weights: str | None = None,
-    shipped_weights: str = "models/model.pt",
-    shipped_preset: str = "lite",
-    device: str = "auto",
-) -> None:
-    """Print and write the test-score table of a main-job run.
-
-    Args:
-        run_dir: the main job's folder. Defaults to "runs/default".
-        preset: the preset the model was trained with. Defaults to "quick".
-        weights: the trained weights. Defaults to None: ``RUN/models/model.pt``.
-        shipped_weights: the weights to compare with ('' for none). Defaults to "models/model.pt".
-        shipped_preset: the preset of ``shipped_weights``. Defaults to "lite".
-        device: auto, cpu, cuda or cuda:N. Defaults to auto.
-
-    Raises:
-        SystemExit: 1 if a case failed, 2 if the call is unusable (missing weights, unknown preset).
-    """
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bundle.cli import setup_logging
-
-    setup_logging()
-    # the console keeps warnings and errors (a failed case, a mask's findings); every message of the segmenter,
-    # "wrote ..." included, is in each output folder's segment.log
-    for handler in logging.getLogger().handlers:
-        handler.setLevel(logging.WARNING)
+def _setup(verbose: bool) -> None:
+    """Console: warnings and errors (a failed case, a mask's findings); the segmenter's messages are in segment.log."""
+    setup_logging(verbose)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(logging.WARNING)
     logging.captureWarnings(True)
-    from bundle.segment import SegmentError
-    from scripts.benchmarks.main_job import main_job_report
 
+
+def _run(call) -> dict:
+    """Call; an unusable call (missing weights, unknown preset) is exit status 2, a failed case exit status 1."""
     try:
-        report = main_job_report(
-            run_dir=run_dir,
-            preset=preset,
-            weights=weights,
-            shipped_weights=shipped_weights or None,
-            shipped_preset=shipped_preset,
-            device=device,
-        )
+        report = call()
     except (SegmentError, ValueError) as error:
         logging.getLogger("main_job_report").error("%s", error)
-        sys.exit(2)
+        raise SystemExit(2) from None
     if any(row["status"] == "failed" for model in report["models"].values() for row in model["cases"]):
-        sys.exit(1)
+        raise SystemExit(1)
+    return report
 
+
+#: ``scripts/main_job_report.py [--run_dir runs/default] [--preset quick] ...``:
+#: :func:`scripts.benchmarks.main_job.main_job_report`, its options and help, plus ``--verbose``.
+main = fire_command(main_job_report, run=_run, setup=_setup)
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    fire.Fire(main, serialize=lambda report: None)  # the table is printed and written by main_job_report

@@ -269,8 +269,8 @@ def main_job_report(
         preset: the preset the model was trained with; fixes the test split and the segmenter's network. Defaults
             to "quick".
         weights: the trained weights. Defaults to None: ``run_dir/models/model.pt``.
-        shipped_weights: the weights to compare with, or None for no comparison. Defaults to the shipped
-            ``models/model.pt``.
+        shipped_weights: the weights to compare with, or None ('' on the command line) for no comparison. Defaults
+            to the shipped ``models/model.pt``.
         shipped_preset: the preset ``shipped_weights`` belong to. Defaults to "lite".
         device: the segmenter's device (auto, cpu, cuda, cuda:N). Defaults to "auto".
         overrides: config ids for :func:`labelled_test_split`, e.g. ``{"phantom_dir": ...}``. Defaults to None.
