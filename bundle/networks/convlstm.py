@@ -155,10 +155,13 @@ class ConvLSTMDirection(nn.Module):
             logits ``(B, out_channels, H, W, K)`` in anatomical order, and the states leaving the segment.
         """
         num_slices = u.shape[1]
+        # unbind, not u[:, z]: the backward of each of K selects writes a zero tensor of u's whole size (K^2 traffic;
+        # measured 35 % of a CPU training step at K = 46), unbind's backward stacks the K gradients once
+        slices = u.unbind(1)
         states: List[torch.Tensor] = []
         for step in range(num_slices):
             z = num_slices - 1 - step if self.reverse else step
-            h, c = self.cell(u[:, z], h, c)
+            h, c = self.cell(slices[z], h, c)
             states.append(h)
         if self.reverse:
             states.reverse()
