@@ -22,6 +22,7 @@ def test_peak_memory_counts_live_storages():
     assert memory.current_bytes == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs", [{"checkpoint": False, "segment_length": 0}, {"checkpoint": True, "segment_length": 2}]
 )

@@ -427,6 +427,7 @@ def test_atomic_nibabel_writer(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is what the zoo exports
 def test_slice_statistics_train_identically_and_evaluate_like_training():
     torch.manual_seed(0)

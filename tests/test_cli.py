@@ -89,6 +89,7 @@ def test_scripts_are_their_api_functions(repo_root, script, api):
     assert list(inspect.signature(module.main).parameters) == expected
 
 
+@pytest.mark.slow
 def test_segment_help_lists_the_api_options(repo_root):
     proc = subprocess.run(
         [sys.executable, str(repo_root / "scripts" / "segment.py"), "--help"],

@@ -133,6 +133,7 @@ def volume():
     return x, target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("segment_length", [1, 3, 0])
 def test_checkpointing_changes_nothing(volume, bidirectional, segment_length):
@@ -144,6 +145,7 @@ def test_checkpointing_changes_nothing(volume, bidirectional, segment_length):
     _assert_results_equal(results[1], results[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_segment_length_changes_nothing(volume, bidirectional):
     x, target = volume
