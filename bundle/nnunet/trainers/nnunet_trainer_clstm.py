@@ -8,10 +8,16 @@ import every module in it as a top-level module while looking for the ``-tr`` na
 from __future__ import annotations
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
+
+try:  # the plugin's one module-level nnunetv2 import; the bundle itself never imports this package
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+except ImportError as error:
+    raise ImportError(
+        "bundle.nnunet needs nnunetv2: pip install -c requirements.txt -r requirements-nnunet.txt (docs/nnunet.md)"
+    ) from error
 
 __all__ = ["nnUNetTrainerCLSTM"]
 
