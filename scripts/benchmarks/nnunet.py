@@ -124,9 +124,12 @@ def _predict(configuration: str, input_dir: str, output_dir: str) -> dict[str, A
     return {"infer_s_per_volume": (time.monotonic() - start) / count, "infer_peak_rss_mb": _peak_rss_mb()}
 
 
-def _worker(python: str, root: Path, *args: str) -> dict[str, Any]:
-    out = root / "worker.json"
-    cmd = [python, "-m", "scripts.benchmarks.nnunet", *args, str(out)]
+def _worker(python: str, root: Path, verb: str, configuration: str, *args: str, reuse: bool = False) -> dict[str, Any]:
+    """Run ``verb`` for ``configuration`` in a fresh process; with ``reuse``, a result already saved is returned."""
+    out = root / f"{verb}_{configuration}.json"
+    if reuse and out.is_file():
+        return json.loads(out.read_text())
+    cmd = [python, "-m", "scripts.benchmarks.nnunet", verb, configuration, *args, str(out)]
     subprocess.run(cmd, env=_env(root), cwd=REPO_ROOT, check=True)
     return json.loads(out.read_text())
 
@@ -205,8 +208,11 @@ def benchmark_nnunet(
     rows = []
     for configuration in configurations:
         row: dict[str, Any] = {"model": f"{configuration} ({TRAINERS[configuration]})"}
-        row.update(_worker(python, root, "train", configuration, str(budget_s), str(iterations), str(val_iterations)))
+        # a finished training (its result file) is reused, so that a rerun only repeats what failed or is missing
+        train_args = (str(budget_s), str(iterations), str(val_iterations))
+        row.update(_worker(python, root, "train", configuration, *train_args, reuse=True))
         pred_dir = root / "predictions" / configuration
+        pred_dir.mkdir(parents=True, exist_ok=True)
         row.update(_worker(python, root, "predict", configuration, str(raw / "imagesTs"), str(pred_dir)))
         cases = [_score(p, raw / "labelsTs" / p.name) for p in sorted(pred_dir.glob("*.nii.gz"))]
         for key, name in (("dice", "dice"), ("hd95_mm", "hd95"), ("icv_error_pct", "icv_error")):
@@ -264,6 +270,7 @@ def benchmark_nnunet_robustness(
     lines = ["| model | factor | n | Dice mean | Dice worst | HD95 mm | ICV error % |", "|---|---|---|---|---|---|---|"]
     for configuration in configurations:
         pred_dir = root / "stress" / configuration
+        pred_dir.mkdir(parents=True, exist_ok=True)
         timing = _worker(python, root, "predict", configuration, str(inputs), str(pred_dir))
         for case, _, label in chosen:
             rows.append({"model": configuration, "factor": case.factor, "case": case.name, **timing,
