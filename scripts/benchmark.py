@@ -10,7 +10,7 @@ Usage (from the repository root)::
     python scripts/benchmark.py segmentation    # shipped network vs pseudo-labeller on the same test phantoms
     python scripts/benchmark.py robustness      # the segmenter on the 53-case stress suite, per factor (~25 min)
     python scripts/benchmark.py gpu             # paper preset on a CUDA GPU: step seconds, peak memory (~8 min)
-    python scripts/benchmark.py nnunet          # nnU-Net 2d/3d_fullres vs the plugin's C-LSTM, same budget (~35 min;
+    python scripts/benchmark.py nnunet          # nnU-Net 2d/3d_fullres vs the plugin's C-LSTM, same budget (~30 min;
                                                 # needs nnunetv2: run it with .venv-nnunet, see docs/nnunet.md)
     python scripts/benchmark.py nnunet_robustness   # those models on the first stress case of each factor
 """
