@@ -12,27 +12,15 @@
 # Environment: TORCH_CPU_INDEX (a mirror of PyTorch's CPU wheel index).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-base="$root/.venv"
 venv="$root/.venv-nnunet"
 cpu_index="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
-if [ ! -x "$base/bin/python" ]; then
-    echo "nnunet env: $base is missing; run scripts/setup_env.sh first" >&2
-    exit 1
-fi
-stamp="$venv/.requirements.sha256"
-want="$(cat "$root/requirements.txt" "$root/requirements-dev.txt" "$root/requirements-nnunet.txt" "${BASH_SOURCE[0]}" \
-    | sha256sum | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/nnUNetv2_train" ]; then
+# shellcheck source=scripts/layered_venv.sh
+source "$root/scripts/layered_venv.sh"
+layered_venv "nnunet env" "$venv" "$root/requirements-nnunet.txt" nnUNetv2_train "${BASH_SOURCE[0]}"
+if [ "$layered_venv_fresh" = 1 ]; then
     exit 0
 fi
-echo "nnunet env: building $venv on top of $base"
-rm -rf "$venv"
-"$base/bin/python" -m venv --without-pip "$venv"
-site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-base_site="$("$base/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-echo "$base_site" >"$site/_project_venv.pth"
-pip=("$base/bin/python" -m pip --python "$venv/bin/python" --disable-pip-version-check)
-PIP_NO_CACHE_DIR=1 "${pip[@]}" install --quiet --no-deps -r "$root/requirements-nnunet.txt"
+pip=("$root/.venv/bin/python" -m pip --python "$venv/bin/python" --disable-pip-version-check)
 tv_pin="$(grep -E '^torchvision==' "$root/requirements-nnunet.txt")"
 if ! "$venv/bin/python" -c "import torchvision" >/dev/null 2>&1; then
     if "$venv/bin/python" -c "import urllib.request; urllib.request.urlopen('$cpu_index/torchvision/', timeout=15)" \

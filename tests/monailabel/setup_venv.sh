@@ -8,27 +8,14 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 here="$root/tests/monailabel"
-base="$root/.venv"
 venv="$root/.venv-monailabel"
-if [ ! -x "$base/bin/python" ]; then
-    echo "monailabel lane: $base is missing; run scripts/setup_env.sh first" >&2
-    exit 1
-fi
-stamp="$venv/.requirements.sha256"
-want="$(cat "$root/requirements.txt" "$root/requirements-dev.txt" "$here/requirements.txt" "$here/patch_site_packages.py" \
-    "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/monailabel" ]; then
+# shellcheck source=../../scripts/layered_venv.sh
+source "$root/scripts/layered_venv.sh"
+layered_venv "monailabel lane" "$venv" "$here/requirements.txt" monailabel "$here/patch_site_packages.py" \
+    "${BASH_SOURCE[0]}"
+if [ "$layered_venv_fresh" = 1 ]; then
     exit 0
 fi
-echo "monailabel lane: building $venv on top of $base"
-rm -rf "$venv"
-"$base/bin/python" -m venv --without-pip "$venv"
-site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-base_site="$("$base/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-echo "$base_site" >"$site/_project_venv.pth"
-# the base venv's pip installs into this venv (--python); --no-deps: only the pinned list, nothing resolved.
-PIP_NO_CACHE_DIR=1 "$base/bin/python" -m pip --python "$venv/bin/python" install --quiet --no-deps \
-    --disable-pip-version-check -r "$here/requirements.txt"
 "$venv/bin/python" "$here/patch_site_packages.py" "$site"
 # sanity: the project's torch/monai are the ones seen, and MONAI Label's bundle tasks and server import.
 "$venv/bin/python" - <<'EOF'
